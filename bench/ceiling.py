@@ -1,0 +1,71 @@
+"""The two ceiling apps, served by the same ASGI server with the same flags as chatserver.
+
+* ``raw_app``: a bare ASGI callable returning a fixed JSON body.
+* ``litestar_app``: the smallest Litestar route returning the same body.
+
+The body has the size of a real inbox page (``BENCH_BODY_SIZE`` bytes, measured by the harness
+on the seeded server; a synthetic 10-message page when unset).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import msgspec
+from litestar import Litestar, MediaType, get
+
+BODY_SIZE_ENV = "BENCH_BODY_SIZE"
+
+
+def make_body(size: int | None = None) -> bytes:
+    """A JSON inbox-page-shaped body, padded to exactly ``size`` bytes when possible."""
+    messages = [
+        {
+            "id": 1000 + i,
+            "sent_by": 7,
+            "received_by": 42,
+            "message": "",
+            "sent_at": "2025-01-01T12:00:00.000000Z",
+            "received_at": None,
+        }
+        for i in range(10)
+    ]
+    page: dict[str, Any] = {
+        "meta": {"count": 100, "next": 2, "current_page": 1, "took": 0.001, "previous": None},
+        "messages": messages,
+    }
+    base = len(msgspec.json.encode(page))
+    target = size if size is not None else base + 10 * 48
+    pad = max(0, target - base)
+    for i, msg in enumerate(messages):
+        msg["message"] = "x" * (pad // 10 + (1 if i < pad % 10 else 0))
+    return msgspec.json.encode(page)
+
+
+BODY = make_body(int(os.environ[BODY_SIZE_ENV]) if os.environ.get(BODY_SIZE_ENV) else None)
+_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(BODY)).encode()),
+]
+
+
+async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            event = await receive()
+            if event["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif event["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+    await send({"type": "http.response.body", "body": BODY})
+
+
+@get("/", media_type=MediaType.JSON)
+async def page() -> bytes:
+    return BODY
+
+
+litestar_app = Litestar(route_handlers=[page])

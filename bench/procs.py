@@ -1,0 +1,245 @@
+"""Process helpers: spawn in own process groups, stop them, sample CPU and memory from /proc."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft open-files limit to the hard limit; children inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1_048_576
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Managed:
+    """A child process started in its own session (so its whole tree can be signalled)."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+class ProcessRegistry:
+    """Everything the harness starts is registered here and stopped in reverse order."""
+
+    def __init__(self) -> None:
+        self._procs: list[Managed] = []
+
+    def spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Managed:
+        log = log_path.open("ab")
+        try:
+            proc = subprocess.Popen(
+                list(argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        managed = Managed(name=name, proc=proc, log_path=log_path)
+        self._procs.append(managed)
+        return managed
+
+    def stop(self, managed: Managed, timeout: float = 10.0) -> None:
+        stop_group(managed.proc, timeout)
+        with contextlib.suppress(ValueError):
+            self._procs.remove(managed)
+
+    def stop_all(self) -> None:
+        while self._procs:
+            self.stop(self._procs[-1])
+
+
+def stop_group(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM the process group led by ``proc`` (we started it with a new session), then SIGKILL."""
+    pgid = proc.pid
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+            proc.wait(timeout=5)
+    # Stragglers (workers) left in the group after the leader exited.
+    deadline = time.monotonic() + timeout
+    while group_members(pgid):
+        sig = signal.SIGTERM if time.monotonic() < deadline else signal.SIGKILL
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+        time.sleep(0.1)
+        if time.monotonic() > deadline + 5:
+            break
+
+
+def _stat_fields(pid: int, tid: int | None = None) -> list[str] | None:
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    try:
+        raw = Path(path).read_text()
+    except OSError:
+        return None
+    # comm may contain spaces; everything after the last ')' is space separated.
+    return raw[raw.rfind(")") + 2 :].split()
+
+
+def group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(int(entry))
+        # fields[0] = state, [1] = ppid, [2] = pgrp
+        if fields is not None and fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry))
+    return members
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all of its live descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(int(entry))
+        if fields is None or fields[0] == "Z":
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    tree: list[int] = []
+    stack = [root]
+    while stack:
+        pid = stack.pop()
+        if Path(f"/proc/{pid}").exists():
+            tree.append(pid)
+        stack.extend(children.get(pid, []))
+    return tree
+
+
+def leaf_processes(root: int) -> list[int]:
+    """The processes of the tree without children: the workers (or the root if alone)."""
+    tree = process_tree(root)
+    parents = set()
+    for pid in tree:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            parents.add(int(fields[1]))
+    return [pid for pid in tree if pid not in parents]
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss_kib(root: int) -> int:
+    return sum(rss_kib(pid) for pid in process_tree(root))
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    # utime, stime are fields 14 and 15 (1-based) -> index 11, 12 after the comm split.
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def tree_cpu_seconds(root: int) -> float:
+    return sum(cpu_seconds(pid) for pid in process_tree(root))
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    out: dict[int, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        fields = _stat_fields(pid, int(tid))
+        if fields is not None:
+            out[int(tid)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
+def http_status(url: str, timeout: float = 1.0) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (local URL)
+            status: int = resp.status
+            return status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (OSError, ValueError):
+        return None
+
+
+def wait_healthy(url: str, managed: Managed, timeout: float) -> float:
+    """Poll ``url`` until it answers 200; return seconds since the process was spawned."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not managed.alive():
+            raise RuntimeError(
+                f"{managed.name} exited with code {managed.proc.returncode} before becoming "
+                f"healthy; log tail:\n{managed.log_tail()}"
+            )
+        if http_status(url, timeout=0.5) == 200:
+            return time.monotonic() - managed.started_at
+        time.sleep(0.01)
+    raise RuntimeError(
+        f"{managed.name} not healthy at {url} after {timeout:.0f}s; log tail:\n{managed.log_tail()}"
+    )

@@ -1,0 +1,212 @@
+"""Seed the server through its public API and describe the data for the wrk scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from bench.server import ChatServer, chatserver_argv
+
+PASSWORD = "bench-Pass-2024"
+T = TypeVar("T")
+
+
+class SeedError(RuntimeError):
+    pass
+
+
+@dataclass
+class User:
+    id: int
+    username: str
+    token: str
+
+
+@dataclass
+class BenchData:
+    users: list[User]
+    partners: list[list[int]]  # per user index: user ids they exchanged messages with
+    after: list[int]  # per user index: an after_id a few messages before their latest
+    message_ids: dict[int, list[int]] = field(default_factory=dict)  # user id -> message ids
+    page_bytes: int = 0  # size of a 10-message inbox page
+
+    def write_lua(self, path: Path, users: Sequence[User] | None = None, **extra: Any) -> Path:
+        """A Lua file returning the table the wrk scripts read (``BENCH_DATA``)."""
+        chosen = list(users) if users is not None else self.users
+        index = {u.id: i for i, u in enumerate(self.users)}
+        lines = ["return {"]
+        lines.append(f"  password = {lua_str(PASSWORD)},")
+        lines.append("  ids = {" + ",".join(str(u.id) for u in chosen) + "},")
+        lines.append("  tokens = {" + ",".join(lua_str(u.token) for u in chosen) + "},")
+        lines.append("  usernames = {" + ",".join(lua_str(u.username) for u in chosen) + "},")
+        if users is None:
+            lines.append("  after = {" + ",".join(str(a) for a in self.after) + "},")
+            lines.append("  partners = {")
+            lines.extend(
+                "    {" + ",".join(str(p) for p in self.partners[index[u.id]]) + "}," for u in chosen
+            )
+            lines.append("  },")
+        for key, value in extra.items():
+            lines.append(f"  {key} = {lua_str(value) if isinstance(value, str) else value},")
+        lines.append("}")
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+
+def lua_str(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+async def gather_limited(
+    limit: int, factories: Sequence[Callable[[], Awaitable[T]]]
+) -> list[T]:
+    sem = asyncio.Semaphore(limit)
+
+    async def run(factory: Callable[[], Awaitable[T]]) -> T:
+        async with sem:
+            return await factory()
+
+    return list(await asyncio.gather(*(run(f) for f in factories)))
+
+
+def client(server: ChatServer, connections: int = 32) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=server.base_url,
+        timeout=60.0,
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+    )
+
+
+def check(resp: httpx.Response, expected: int, what: str) -> dict[str, Any]:
+    if resp.status_code != expected:
+        raise SeedError(f"{what}: expected {expected}, got {resp.status_code}: {resp.text[:300]}")
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+async def create_user(http: httpx.AsyncClient, username: str) -> User:
+    body = check(
+        await http.post(
+            "/api/v1/users/",
+            json={"username": username, "email": f"{username}@example.com", "password": PASSWORD},
+        ),
+        201,
+        f"create user {username}",
+    )
+    token = await login(http, username)
+    return User(id=int(body["id"]), username=username, token=token)
+
+
+async def login(http: httpx.AsyncClient, username: str) -> str:
+    body = check(
+        await http.post("/api/v1/auth/token/", json={"username": username, "password": PASSWORD}),
+        200,
+        f"login {username}",
+    )
+    return str(body["token"])
+
+
+async def send(http: httpx.AsyncClient, sender: User, recipient_id: int, text: str) -> int:
+    body = check(
+        await http.post(
+            "/api/v1/chats/",
+            json={"user_id": recipient_id, "message": text},
+            headers={"Authorization": f"Bearer {sender.token}"},
+        ),
+        201,
+        "send message",
+    )
+    return int(body["id"])
+
+
+async def inbox(http: httpx.AsyncClient, user: User, query: str) -> httpx.Response:
+    return await http.get(
+        f"/api/v1/chats/?{query}", headers={"Authorization": f"Bearer {user.token}"}
+    )
+
+
+async def create_users(server: ChatServer, prefix: str, count: int) -> list[User]:
+    async with client(server) as http:
+        return await gather_limited(
+            16,
+            [
+                (lambda name=f"{prefix}{i:05d}": create_user(http, name))  # type: ignore[misc]
+                for i in range(count)
+            ],
+        )
+
+
+async def seed(server: ChatServer, users: int, messages_per_user: int, partners: int) -> BenchData:
+    """``users`` users, each sending ``messages_per_user`` messages to its next ``partners``."""
+    t0 = time.monotonic()
+    people = await create_users(server, "bench", users)
+    print(f"  created {users} users in {time.monotonic() - t0:.1f}s", flush=True)
+    n = len(people)
+    k = max(1, min(partners, n - 1))
+    partner_ids = [
+        sorted({people[(i + d) % n].id for d in range(-k, k + 1) if d != 0}) for i in range(n)
+    ]
+    t1 = time.monotonic()
+    message_ids: dict[int, list[int]] = {u.id: [] for u in people}
+    async with client(server) as http:
+
+        async def one(i: int, m: int) -> None:
+            sender, recipient = people[i], people[(i + 1 + m % k) % n]
+            mid = await send(http, sender, recipient.id, f"seed message {m} from {sender.username}")
+            message_ids[sender.id].append(mid)
+            message_ids[recipient.id].append(mid)
+
+        await gather_limited(
+            32, [(lambda i=i, m=m: one(i, m)) for m in range(messages_per_user) for i in range(n)]
+        )
+        total = n * messages_per_user
+        print(f"  sent {total} messages in {time.monotonic() - t1:.1f}s", flush=True)
+        after = []
+        for u in people:
+            ids = sorted(message_ids[u.id])
+            after.append(ids[-min(5, len(ids))] if ids else 0)
+        page = await inbox(http, people[0], "page=1&page_size=10")
+        check(page, 200, "inbox page 1")
+    return BenchData(
+        users=people,
+        partners=partner_ids,
+        after=after,
+        message_ids=message_ids,
+        page_bytes=len(page.content),
+    )
+
+
+def bulk_load(server: ChatServer, sender: int, recipient: int, count: int) -> float:
+    """The server's documented bulk loader; returns seconds taken."""
+    t0 = time.monotonic()
+    out = subprocess.run(
+        [
+            *chatserver_argv(),
+            "bulk-load",
+            "--sender",
+            str(sender),
+            "--recipient",
+            str(recipient),
+            "--count",
+            str(count),
+        ],
+        env=server.settings.environ(server.port),
+        cwd=server.workdir,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SeedError(
+            f"`chatserver bulk-load --count {count}` failed (exit {out.returncode}): "
+            f"{(out.stderr or out.stdout).strip()[-500:]}"
+        )
+    return time.monotonic() - t0

@@ -1,0 +1,182 @@
+"""Every write: check -> write via store -> commit -> publish (always after the commit)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+
+import msgspec
+
+from chatserver import auth, store
+from chatserver.db import Conn, UniqueViolation
+from chatserver.errors import BadCredentials, Conflict, IdempotencyMismatch, NotFound
+from chatserver.schemas import Login, NewMessage, NewUser, check_login, check_new_user
+from chatserver.services import Services, now_us
+from chatserver.views import message_out
+
+# ---------------------------------------------------------------- users and tokens
+
+
+async def create_user(s: Services, body: NewUser) -> store.UserRow:
+    username, email = check_new_user(body)
+    password_hash = await auth.hash_password(body.password)
+    keys = (username.casefold(), email.casefold())
+    try:
+        async with s.db.transaction() as conn:
+            return await store.insert_user(conn, username, email, password_hash, keys, now_us())
+    except UniqueViolation:
+        raise Conflict(_taken(str(keys))) from None
+
+
+def _taken(_: str) -> str:
+    return "That username or email is already registered"
+
+
+async def issue_token(s: Services, body: Login) -> tuple[str, store.UserRow]:
+    """Check a username (or email) and password; return a new token and the user."""
+    check_login(body)
+    async with s.db.read() as conn:
+        user = await store.find_user_by_login(conn, body.username.casefold())
+    hashed = user.password_hash if user else None
+    if not await auth.verify_password(hashed, body.password) or user is None:
+        raise BadCredentials()
+    token = auth.new_token()
+    async with s.db.transaction() as conn:
+        await store.insert_token(conn, user.id, auth.token_hash(token), now_us())
+    return token, user
+
+
+async def revoke_token(s: Services, user_id: int, token_hash: str) -> None:
+    async with s.db.transaction() as conn:
+        await store.delete_token(conn, token_hash)
+    s.tokens.evict_token(token_hash)
+    await s.events.revoke_token(user_id, token_hash)
+
+
+async def delete_user(s: Services, user_id: int) -> None:
+    async with s.db.transaction() as conn:
+        await store.delete_user(conn, user_id)
+    s.tokens.evict_user(user_id)
+    await s.events.revoke_user(user_id)
+
+
+# ---------------------------------------------------------------- sending
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    status: int
+    body: bytes
+
+
+async def send_message(
+    s: Services, sender_id: int, body: NewMessage, idempotency_key: str | None
+) -> SendResult:
+    """Store a message durably; with an Idempotency-Key, a repeat returns the first result."""
+    request_hash = _request_hash(body)
+    try:
+        async with s.db.transaction() as conn:
+            if idempotency_key is not None:
+                earlier = await store.get_idempotent_response(conn, sender_id, idempotency_key)
+                if earlier is not None:
+                    return _replay(earlier, request_hash)
+            message = await _insert_message(conn, sender_id, body)
+            result = SendResult(201, msgspec.json.encode(message_out(message)))
+            if idempotency_key is not None:
+                stored = store.StoredResponse(request_hash, result.status, result.body.decode())
+                await store.insert_idempotent_response(
+                    conn, sender_id, idempotency_key, stored, message.sent_at
+                )
+    except UniqueViolation:
+        # A concurrent repeat with the same key committed first: answer with its result.
+        return await _replay_committed(s, sender_id, idempotency_key, request_hash)
+    await s.events.publish_message(message)
+    return result
+
+
+async def _insert_message(conn: Conn, sender_id: int, body: NewMessage) -> store.MessageRow:
+    """Lock both users' rows in ascending id order, then take the message id (see models.py)."""
+    recipient_id = body.user_id
+    seq: int | None = None
+    for user_id in sorted({sender_id, recipient_id}):
+        if user_id == recipient_id:
+            seq = await store.count_for_receive(conn, user_id, also_sent=user_id == sender_id)
+            if seq is None:
+                raise NotFound(f"There is no user with id {recipient_id}")
+        elif not await store.count_for_send(conn, user_id):
+            raise NotFound("The sending user no longer exists")
+    assert seq is not None
+    return await store.insert_message(conn, sender_id, recipient_id, body.message, now_us(), seq)
+
+
+def _request_hash(body: NewMessage) -> str:
+    return hashlib.sha256(msgspec.json.encode([body.user_id, body.message])).hexdigest()
+
+
+def _replay(earlier: store.StoredResponse, request_hash: str) -> SendResult:
+    if earlier.request_hash != request_hash:
+        raise IdempotencyMismatch(
+            "This Idempotency-Key was already used with a different request body"
+        )
+    return SendResult(earlier.status, earlier.body.encode())
+
+
+async def _replay_committed(
+    s: Services, sender_id: int, key: str | None, request_hash: str
+) -> SendResult:
+    if key is None:
+        raise Conflict("The message could not be stored; try again")
+    async with s.db.read() as conn:
+        earlier = await store.get_idempotent_response(conn, sender_id, key)
+    if earlier is None:
+        raise Conflict("The message could not be stored; try again")
+    return _replay(earlier, request_hash)
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    count: int
+    messages: list[store.MessageRow]
+
+
+async def read_messages(
+    s: Services, user_id: int, f: store.MessageFilter, page: int, page_size: int
+) -> Page:
+    """A page of the caller's messages; marks what it returns as received (the spec's rule)."""
+    offset = 0 if f.has_cursor else (page - 1) * page_size
+    async with s.db.read() as conn:
+        count = await store.count_messages(conn, f)
+        rows = await _read_rows(conn, f, count, offset, page_size)
+    rows = await _mark_fetched(s, user_id, rows)
+    return Page(count, rows)
+
+
+async def _read_rows(
+    conn: Conn, f: store.MessageFilter, count: int, offset: int, limit: int
+) -> list[store.MessageRow]:
+    if offset >= count:
+        return []
+    if f.is_plain_inbox and not f.has_cursor:
+        return await store.list_inbox_page(conn, f.user_id, count - offset, limit)
+    return await store.list_messages(conn, f, limit, offset)
+
+
+async def _mark_fetched(
+    s: Services, user_id: int, rows: list[store.MessageRow]
+) -> list[store.MessageRow]:
+    """Write received_at and last_seen_at, but only when there is something to change."""
+    unread = [m.id for m in rows if m.recipient_id == user_id and m.received_at is None]
+    if not unread and not s.last_seen_due(user_id):
+        return rows
+    now = now_us()
+    async with s.db.transaction() as conn:
+        await store.set_last_seen(conn, user_id, now)
+        marked = await store.mark_received(conn, user_id, unread, now) if unread else []
+    if not marked:
+        return rows
+    await s.events.publish_received(user_id, marked, now)
+    marked_ids = {message_id for message_id, _ in marked}
+    return [replace(m, received_at=now) if m.id in marked_ids else m for m in rows]

@@ -1,0 +1,113 @@
+"""/api/v1/chats/ — send a message, read the messages sent to me."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from litestar import Request, Response, Router, get, post
+from litestar.openapi.spec import Example
+from litestar.params import Body, Parameter
+
+from chatserver import actions
+from chatserver.api import docs
+from chatserver.api.deps import Caller, took_ms
+from chatserver.errors import InvalidInput
+from chatserver.schemas import (
+    MAX_ID,
+    MessageOut,
+    MessagePage,
+    NewMessage,
+    PageMeta,
+    check_message,
+)
+from chatserver.services import Services
+from chatserver.store import MessageFilter
+from chatserver.views import message_out
+
+IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")
+MAX_PAGE = 10**9
+SEND_EXAMPLE = Example(summary="Send a message", value={"user_id": 1, "message": "hai 12"})
+PAGE_EXAMPLE = Example(
+    summary="The seed's documented inbox page",
+    value={
+        "meta": {"count": 13, "next": 2, "current_page": "1", "took": 10, "previous": None},
+        "messages": [
+            {
+                "id": 13,
+                "sent_by": 2,
+                "received_by": 1,
+                "message": "hai 12",
+                "sent_at": "2015-12-25T09:13:40Z",
+                "received_at": "2015-12-25T09:14:02Z",
+            }
+        ],
+    },
+)
+
+IdParam = Annotated[int | None, Parameter(ge=0, le=MAX_ID)]
+
+
+@post(
+    "/",
+    status_code=201,
+    responses={**docs.AUTHED, 404: docs.NOT_FOUND, 422: docs.KEY_REUSED},
+)
+async def send_message(
+    services: Services,
+    caller: Caller,
+    data: Annotated[NewMessage, Body(examples=[SEND_EXAMPLE])],
+    idempotency_key: Annotated[
+        str | None,
+        Parameter(
+            header="Idempotency-Key",
+            description="1–255 visible ASCII characters; a repeat returns the first response",
+        ),
+    ] = None,
+) -> Response[bytes]:
+    """Send a message to a user; durable when the 201 arrives."""
+    if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(idempotency_key):
+        raise InvalidInput({"Idempotency-Key": ["1–255 visible ASCII characters"]})
+    check_message(data.message)
+    result = await actions.send_message(services, caller.user_id, data, idempotency_key)
+    return Response(result.body, status_code=result.status, media_type="application/json")
+
+
+@get("/", responses=docs.AUTHED, response_description="A page of messages")
+async def read_messages(
+    request: Request[Any, Any, Any],
+    services: Services,
+    caller: Caller,
+    page: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 1,
+    page_size: Annotated[int, Parameter(ge=1, le=100)] = 10,
+    with_user: Annotated[
+        int | None,
+        Parameter(query="with", ge=1, le=MAX_ID, description="Only the conversation with them"),
+    ] = None,
+    unread: Annotated[bool, Parameter(description="Only messages not fetched before")] = False,
+    before_id: Annotated[IdParam, Parameter(description="Older than this id, newest first")] = None,
+    after_id: Annotated[IdParam, Parameter(description="Newer than this id, oldest first")] = None,
+) -> MessagePage:
+    """The latest messages sent to me, newest first (paginated; filters and cursors combine)."""
+    f = MessageFilter(caller.user_id, with_user, unread, before_id, after_id)
+    result = await actions.read_messages(services, caller.user_id, f, page, page_size)
+    return MessagePage(
+        meta=_meta(f, page, page_size, result.count, took_ms(request)),
+        messages=[message_out(m) for m in result.messages],
+    )
+
+
+def _meta(f: MessageFilter, page: int, page_size: int, count: int, took: int) -> PageMeta:
+    if f.has_cursor:
+        return PageMeta(count=count, next=None, current_page=str(page), took=took, previous=None)
+    has_next = page * page_size < count
+    return PageMeta(
+        count=count,
+        next=page + 1 if has_next else None,
+        current_page=str(page),
+        took=took,
+        previous=page - 1 if page > 1 else None,
+    )
+
+
+router = Router("/api/v1/chats", route_handlers=[send_message, read_messages], tags=["chats"])

@@ -1,0 +1,68 @@
+"""Dependencies shared by the routes: the app's services and the authenticated caller."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Request
+from litestar.datastructures import State
+from litestar.di import Provide
+
+from chatserver import auth, store
+from chatserver.errors import BadCredentials, NotAuthenticated
+from chatserver.services import Services
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who made the request; ``token_hash`` is set when they used a Bearer token."""
+
+    user_id: int
+    token_hash: str | None = None
+
+
+def get_services(state: State) -> Services:
+    services: Services = state.services
+    return services
+
+
+async def authenticate(s: Services, header: str | None) -> Caller:
+    """Resolve an Authorization header to a caller, or raise NotAuthenticated."""
+    credentials = auth.parse_authorization(header)
+    if isinstance(credentials, auth.BearerCredentials):
+        return await _bearer(s, credentials.token_hash)
+    async with s.db.read() as conn:
+        user = await store.find_user_by_login(conn, credentials.username.casefold())
+    hashed = user.password_hash if user else None
+    if not await auth.verify_password(hashed, credentials.password) or user is None:
+        raise BadCredentials()
+    return Caller(user.id)
+
+
+async def _bearer(s: Services, token_hash: str) -> Caller:
+    user_id = s.tokens.get(token_hash)
+    if user_id is None:
+        async with s.db.read() as conn:
+            user_id = await store.find_token_user(conn, token_hash)
+        if user_id is None:
+            raise NotAuthenticated("The token is invalid or has been revoked")
+        s.tokens.put(token_hash, user_id)
+    return Caller(user_id, token_hash)
+
+
+async def get_caller(request: Request[Any, Any, Any]) -> Caller:
+    return await authenticate(get_services(request.app.state), request.headers.get("authorization"))
+
+
+def took_ms(request: Request[Any, Any, Any]) -> int:
+    """Whole milliseconds since the request arrived (set by the request middleware)."""
+    started = request.scope.get("state", {}).get("started", time.perf_counter())
+    return int((time.perf_counter() - started) * 1000)
+
+
+DEPENDENCIES = {
+    "services": Provide(get_services, sync_to_thread=False),
+    "caller": Provide(get_caller),
+}

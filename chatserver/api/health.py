@@ -1,0 +1,23 @@
+"""/healthz — is the database answering?"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from litestar import Response, get
+
+from chatserver.services import Services
+
+log = logging.getLogger("chatserver")
+
+
+@get("/healthz", security=[], tags=["operations"])
+async def healthz(services: Services) -> Response[dict[str, str]]:
+    """200 when the database answers, 503 when it does not."""
+    try:
+        await asyncio.wait_for(services.db.ping(), timeout=2)
+    except Exception as exc:  # any failure to answer is "unhealthy", never a 500
+        log.warning("health check failed: %s", exc)
+        return Response({"status": "unavailable", "database": "down"}, status_code=503)
+    return Response({"status": "ok", "database": "up"}, status_code=200)

@@ -1,0 +1,39 @@
+"""/api/v1/auth/token/ — log in for a token, revoke it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Router, delete, post
+from litestar.openapi.spec import Example
+from litestar.params import Body
+
+from chatserver import actions
+from chatserver.api import docs
+from chatserver.api.deps import Caller
+from chatserver.errors import InvalidInput
+from chatserver.schemas import Login, TokenOut
+from chatserver.services import Services
+from chatserver.views import user_out
+
+LOGIN_EXAMPLE = Example(summary="Log in", value={"username": "john", "password": "s3cret-pass"})
+
+
+@post("/", status_code=200, responses={**docs.COMMON, 401: docs.UNAUTHENTICATED}, security=[])
+async def issue_token(
+    services: Services, data: Annotated[Login, Body(examples=[LOGIN_EXAMPLE])]
+) -> TokenOut:
+    """Exchange a username (or email) and password for a Bearer token."""
+    token, user = await actions.issue_token(services, data)
+    return TokenOut(token=token, user=user_out(user, viewer_id=user.id))
+
+
+@delete("/", status_code=204, responses=docs.AUTHED)
+async def revoke_token(services: Services, caller: Caller) -> None:
+    """Revoke the Bearer token that made this request."""
+    if caller.token_hash is None:
+        raise InvalidInput({"authorization": ["revoke needs a Bearer token, not Basic"]})
+    await actions.revoke_token(services, caller.user_id, caller.token_hash)
+
+
+router = Router("/api/v1/auth/token", route_handlers=[issue_token, revoke_token], tags=["auth"])

@@ -1,0 +1,62 @@
+"""/api/v1/users/ — sign up, look users up, delete your own account."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Router, delete, get, post
+from litestar.openapi.spec import Example
+from litestar.params import Body, Parameter
+
+from chatserver import actions, store
+from chatserver.api import docs
+from chatserver.api.deps import Caller
+from chatserver.errors import InvalidInput, NotFound
+from chatserver.schemas import MAX_ID, NewUser, UserOut
+from chatserver.services import Services
+from chatserver.views import user_out
+
+SIGN_UP_EXAMPLE = Example(
+    summary="Sign up",
+    value={"username": "john", "email": "john@example.com", "password": "s3cret-pass"},
+)
+
+
+@post("/", status_code=201, responses={**docs.COMMON, 409: docs.CONFLICT}, security=[])
+async def create_user(
+    services: Services, data: Annotated[NewUser, Body(examples=[SIGN_UP_EXAMPLE])]
+) -> UserOut:
+    """Create a user (no authentication needed)."""
+    user = await actions.create_user(services, data)
+    return user_out(user, viewer_id=user.id)
+
+
+@get("/", responses={**docs.AUTHED, 404: docs.NOT_FOUND})
+async def get_user(
+    services: Services,
+    caller: Caller,
+    user_id: Annotated[int | None, Parameter(ge=1, le=MAX_ID, description="A user's id")] = None,
+    username: Annotated[
+        str | None, Parameter(max_length=254, description="Exact username, any case")
+    ] = None,
+) -> UserOut:
+    """Get a user by id or username; with neither, the caller."""
+    if user_id is not None and username is not None:
+        raise InvalidInput({"user_id": ["give user_id or username, not both"]})
+    async with services.db.read() as conn:
+        if username is not None:
+            user = await store.find_user_by_username(conn, username.casefold())
+        else:
+            user = await store.get_user(conn, caller.user_id if user_id is None else user_id)
+    if user is None:
+        raise NotFound("There is no such user")
+    return user_out(user, viewer_id=caller.user_id)
+
+
+@delete("/", status_code=204, responses=docs.AUTHED)
+async def delete_me(services: Services, caller: Caller) -> None:
+    """Delete the caller's account: tokens, received messages; sent messages stay."""
+    await actions.delete_user(services, caller.user_id)
+
+
+router = Router("/api/v1/users", route_handlers=[create_user, get_user, delete_me], tags=["users"])

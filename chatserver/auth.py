@@ -1,0 +1,132 @@
+"""Passwords (argon2id), tokens (random, stored hashed) and reading the caller's credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from chatserver.errors import NotAuthenticated
+
+# argon2-cffi's defaults are argon2id with RFC 9106's low-memory profile.
+_hasher = PasswordHasher()
+# Checked when a username does not exist, so that costs the same as a wrong password.
+_DUMMY_HASH = _hasher.hash("not a real password, only here to spend time")
+
+TOKEN_BYTES = 32  # 256 bits from secrets
+
+
+async def hash_password(password: str) -> str:
+    """argon2id hash, computed off the event loop (it takes tens of milliseconds)."""
+    return await asyncio.to_thread(_hasher.hash, password)
+
+
+async def verify_password(password_hash: str | None, password: str) -> bool:
+    """True when ``password`` matches; with no hash, spends the same time and says False."""
+    return await asyncio.to_thread(_verify, password_hash or _DUMMY_HASH, password) and bool(
+        password_hash
+    )
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def token_hash(token: str) -> str:
+    """Tokens carry 256 random bits, so one SHA-256 is as good as a slow hash, and fast."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# ---------------------------------------------------------------- credentials
+
+
+@dataclass(frozen=True, slots=True)
+class BearerCredentials:
+    token_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class BasicCredentials:
+    username: str
+    password: str
+
+
+Credentials = BearerCredentials | BasicCredentials
+
+
+def parse_authorization(header: str | None) -> Credentials:
+    """Read an ``Authorization`` header; raise NotAuthenticated when it is missing or broken."""
+    if not header:
+        raise NotAuthenticated("Send 'Authorization: Bearer <token>' or Basic credentials")
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer" and value:
+        return BearerCredentials(token_hash(value))
+    if scheme.lower() == "basic" and value:
+        return _parse_basic(value)
+    raise NotAuthenticated("Unsupported Authorization scheme: use Bearer or Basic")
+
+
+def _parse_basic(value: str) -> BasicCredentials:
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise NotAuthenticated("Malformed Basic credentials") from None
+    username, sep, password = decoded.partition(":")
+    if not sep:
+        raise NotAuthenticated("Malformed Basic credentials")
+    return BasicCredentials(username, password)
+
+
+# ---------------------------------------------------------------- token cache
+
+
+class TokenCache:
+    """token hash -> user id, so a Bearer request usually costs no database round trip.
+
+    Entries expire after ``ttl`` seconds; revocation and account deletion evict at once on
+    this process (and, with several nodes, through the "auth" broadcast events).
+    """
+
+    def __init__(self, ttl: float, max_entries: int = 100_000) -> None:
+        self._ttl = ttl
+        self._max = max_entries
+        self._entries: OrderedDict[str, tuple[int, float]] = OrderedDict()
+
+    def get(self, key: str) -> int | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[1] < time.monotonic():
+            del self._entries[key]
+            return None
+        return entry[0]
+
+    def put(self, key: str, user_id: int) -> None:
+        self._entries[key] = (user_id, time.monotonic() + self._ttl)
+        self._entries.move_to_end(key)
+        if len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    def evict_token(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def evict_user(self, user_id: int) -> None:
+        # Rare (account deletion), so a scan is simpler than a second index.
+        for key in [k for k, (uid, _) in self._entries.items() if uid == user_id]:
+            del self._entries[key]

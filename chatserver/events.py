@@ -1,0 +1,75 @@
+"""Real-time events: their payloads and the channel each goes to.
+
+Every user has one channel; an event is encoded once and published to the channels of
+everyone who should see it. The channels plugin carries it to every subscribed socket on
+this process, and, with the Redis backend, on every other process and machine.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+
+import msgspec
+from litestar.channels import ChannelsPlugin
+
+from chatserver.schemas import MessageOut, to_datetime
+from chatserver.store import MessageRow
+from chatserver.views import message_out
+
+# Control events (revocations) go to every node, so each can evict caches and close sockets.
+CONTROL_CHANNEL = "control"
+
+
+def user_channel(user_id: int) -> str:
+    return f"user:{user_id}"
+
+
+class MessageEvent(msgspec.Struct, tag="message", tag_field="type"):
+    message: MessageOut
+
+
+class ReceivedEvent(msgspec.Struct, tag="received", tag_field="type"):
+    message_ids: list[int]
+    by: int
+    at: datetime
+
+
+class RevokeEvent(msgspec.Struct, tag="revoke", tag_field="type"):
+    """A token (or, with token_hash None, every token) of a user stopped being valid."""
+
+    user_id: int
+    token_hash: str | None = None
+
+
+ControlEvent = RevokeEvent
+
+_encode = msgspec.json.Encoder().encode
+
+
+class Events:
+    """Publishes events after commits; a thin, typed layer over the channels plugin."""
+
+    def __init__(self, channels: ChannelsPlugin) -> None:
+        self.channels = channels
+
+    async def publish_message(self, message: MessageRow) -> None:
+        data = _encode(MessageEvent(message_out(message)))
+        targets = {user_channel(message.sender_id), user_channel(message.recipient_id)}
+        self.channels.publish(data, list(targets))
+
+    async def publish_received(self, by: int, marked: list[tuple[int, int]], at: int) -> None:
+        """Tell each sender which of its messages ``by`` has now fetched."""
+        by_sender: dict[int, list[int]] = defaultdict(list)
+        for message_id, sender_id in marked:
+            by_sender[sender_id].append(message_id)
+        when = to_datetime(at)
+        assert when is not None
+        for sender_id, ids in by_sender.items():
+            self.channels.publish(_encode(ReceivedEvent(ids, by, when)), user_channel(sender_id))
+
+    async def revoke_token(self, user_id: int, token_hash: str) -> None:
+        self.channels.publish(_encode(RevokeEvent(user_id, token_hash)), CONTROL_CHANNEL)
+
+    async def revoke_user(self, user_id: int) -> None:
+        self.channels.publish(_encode(RevokeEvent(user_id)), CONTROL_CHANNEL)

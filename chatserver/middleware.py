@@ -1,0 +1,87 @@
+"""A small pure-ASGI middleware: request ids, request start time, JSON-only bodies."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from typing import Any
+
+import msgspec
+
+from chatserver.problems import PROBLEM_TYPE_BASE, Problem
+
+ASGIApp = Any
+Scope = dict[str, Any]
+
+# An incoming X-Request-ID is kept when it is short and plain (so logs cannot be forged).
+REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (echoed in ``X-Request-ID``) and its start time,
+    and answers 415 to a body that is not JSON before any route reads it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["started"] = time.perf_counter()
+        header = (b"x-request-id", request_id.encode())
+        if scope["type"] == "http" and not _acceptable_body(scope):
+            await _unsupported_media_type(send, header)
+            return
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id" and REQUEST_ID_RE.fullmatch(value):
+            return value.decode()
+    return secrets.token_hex(8)
+
+
+def _acceptable_body(scope: Scope) -> bool:
+    """A POST/PUT/PATCH body must be JSON; a request without a body is left to the route."""
+    if scope["method"] not in BODY_METHODS:
+        return True
+    content_type, length = b"", b""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            content_type = value.split(b";", 1)[0].strip().lower()
+        elif name == b"content-length":
+            length = value.strip()
+    if content_type:
+        return content_type == b"application/json" or content_type.endswith(b"+json")
+    return length in (b"", b"0")
+
+
+async def _unsupported_media_type(send: Any, request_id: tuple[bytes, bytes]) -> None:
+    body = msgspec.json.encode(
+        Problem(
+            type=PROBLEM_TYPE_BASE + "unsupported-media-type",
+            title="Unsupported media type",
+            status=415,
+            detail="Send the request body as JSON with 'Content-Type: application/json'",
+        )
+    )
+    headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+        request_id,
+    ]
+    await send({"type": "http.response.start", "status": 415, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

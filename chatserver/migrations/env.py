@@ -1,0 +1,43 @@
+"""Alembic environment: one set of migrations for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from sqlalchemy import Connection, create_engine, pool
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from chatserver.db import sqlalchemy_url
+from chatserver.models import metadata
+
+
+def run_with(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def run_async(url: str) -> None:
+    engine = create_async_engine(url, poolclass=pool.NullPool)
+    async with engine.connect() as connection:
+        await connection.run_sync(run_with)
+    await engine.dispose()
+
+
+def run_online() -> None:
+    url = sqlalchemy_url(context.config.attributes["database_url"])
+    if url.startswith("sqlite"):
+        engine = create_engine(url, poolclass=pool.NullPool)
+        with engine.connect() as connection:
+            run_with(connection)
+        engine.dispose()
+    else:
+        asyncio.run(run_async(url))
+
+
+run_online()

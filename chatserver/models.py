@@ -1,0 +1,100 @@
+"""The tables, defined once with SQLAlchemy; Alembic migrations create them on both engines.
+
+Times are stored as integer microseconds since the Unix epoch (UTC): the same type on SQLite
+and PostgreSQL, cheap to compare and index, and converted to RFC 3339 only at the API edge.
+
+Per-user counters (``received_count``, ``unread_count``) keep inbox counts O(1), and each
+received message carries ``recipient_seq`` (1, 2, 3 … per recipient) so any inbox page is an
+index range, not an OFFSET scan. A recipient's messages are only ever deleted all together
+(when the recipient deletes their account), so the sequence stays dense.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+metadata = MetaData()
+
+# SQLite needs AUTOINCREMENT so that ids of deleted rows are never handed out again.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("username", String(30), nullable=False),
+    # casefolded copies, computed in Python so both engines agree on "ignoring case"
+    Column("username_key", String(120), nullable=False, unique=True),
+    Column("email", String(254), nullable=False),
+    Column("email_key", String(254), nullable=False, unique=True),
+    Column("password_hash", String(200), nullable=False),
+    Column("date_joined", BigInteger, nullable=False),
+    Column("last_seen_at", BigInteger, nullable=True),
+    Column("received_count", BigInteger, nullable=False, server_default="0"),
+    Column("unread_count", BigInteger, nullable=False, server_default="0"),
+    Column("sent_count", BigInteger, nullable=False, server_default="0"),
+    **NEVER_REUSE_IDS,
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    # sha256 of the token: the token itself is never stored
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    **NEVER_REUSE_IDS,
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    # no foreign key: a deleted sender's messages stay, with the same sent_by id
+    Column("sender_id", BigInteger, nullable=False),
+    Column("recipient_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("sent_at", BigInteger, nullable=False),
+    Column("received_at", BigInteger, nullable=True),
+    Column("recipient_seq", BigInteger, nullable=False),
+    # the conversation, as (smaller user id, larger user id), for ?with= reads
+    Column("peer_lo", BigInteger, nullable=False),
+    Column("peer_hi", BigInteger, nullable=False),
+    Index("ix_messages_recipient_seq", "recipient_id", "recipient_seq", unique=True),
+    Index("ix_messages_recipient_id", "recipient_id", "id"),
+    Index("ix_messages_sender_id", "sender_id", "id"),
+    Index("ix_messages_conversation", "peer_lo", "peer_hi", "id"),
+    # only the unread messages: ?unread=true stays an index range however big the inbox
+    Index(
+        "ix_messages_unread",
+        "recipient_id",
+        "id",
+        sqlite_where=text("received_at IS NULL"),
+        postgresql_where=text("received_at IS NULL"),
+    ),
+    **NEVER_REUSE_IDS,
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("sender_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    # sha256 of the request body, to tell a true repeat from a different request
+    Column("request_hash", String(64), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("response", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False, index=True),
+)

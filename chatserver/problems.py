@@ -1,0 +1,111 @@
+"""Render every error as RFC 9457 ``application/problem+json``; log 5xx with the request id."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from chatserver.errors import ChatError
+
+log = logging.getLogger("chatserver")
+
+PROBLEM_TYPE_BASE = "https://chatserver.dev/problems/"
+WWW_AUTHENTICATE = 'Bearer realm="chatserver", Basic realm="chatserver", charset="UTF-8"'
+
+# Litestar's own errors, by status: the code and title clients see.
+FRAMEWORK_TITLES = {
+    400: ("invalid-input", "Invalid input"),
+    401: ("not-authenticated", "Authentication required"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    413: ("body-too-large", "Request body too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+}
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    """The body of every error response (RFC 9457)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: dict[str, list[str]] | msgspec.UnsetType = msgspec.UNSET
+    request_id: str | msgspec.UnsetType = msgspec.UNSET
+
+
+def problem_response(
+    status: int, code: str, title: str, detail: str, **extra: Any
+) -> Response[Problem]:
+    headers = extra.pop("headers", None) or {}
+    if status == 401:
+        headers["WWW-Authenticate"] = WWW_AUTHENTICATE
+    body = Problem(type=PROBLEM_TYPE_BASE + code, title=title, status=status, detail=detail, **extra)
+    return Response(body, status_code=status, media_type="application/problem+json", headers=headers)
+
+
+def handle_chat_error(_: Request[Any, Any, Any], exc: ChatError) -> Response[Problem]:
+    errors = getattr(exc, "errors", msgspec.UNSET)
+    return problem_response(exc.status, exc.code, exc.title, exc.detail, errors=errors)
+
+
+def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    code, title = FRAMEWORK_TITLES.get(exc.status_code, ("http-error", "HTTP error"))
+    if exc.status_code >= 500:
+        return handle_unexpected(_, exc)
+    if isinstance(exc, ValidationException):
+        return _validation_problem(exc)
+    detail = exc.detail if exc.detail and exc.detail != title else _default_detail(exc.status_code)
+    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
+    errors = {"body": [detail]} if exc.status_code == 400 else msgspec.UNSET
+    return problem_response(exc.status_code, code, title, detail, headers=headers, errors=errors)
+
+
+def _default_detail(status: int) -> str:
+    return {
+        404: "There is no such resource",
+        405: "This resource does not support that method",
+        413: "The request body is larger than the 64 KiB limit",
+    }.get(status, "The request could not be processed")
+
+
+def _validation_problem(exc: ValidationException) -> Response[Problem]:
+    errors: dict[str, list[str]] = {}
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        key = str(item.get("key") or "body") if isinstance(item, dict) else "body"
+        message = str(item.get("message")) if isinstance(item, dict) else str(item)
+        errors.setdefault(_field_name(key), []).append(message)
+    fields = ", ".join(sorted(errors)) or "body"
+    detail = f"Invalid value for: {fields}" if errors else str(exc.detail)
+    return problem_response(400, "invalid-input", "Invalid input", detail, errors=errors or {})
+
+
+def _field_name(key: str) -> str:
+    # msgspec names the whole body "data"; a nested path like "$.user_id" is reduced to its field
+    if key == "data":
+        return "body"
+    return key.removeprefix("$.").split(".", 1)[0].split("[", 1)[0] or "body"
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    request_id = str(request.scope.get("state", {}).get("request_id", "-"))
+    log.exception("unhandled error in %s %s [request %s]", request.method, request.url.path,
+                  request_id, exc_info=exc)
+    return problem_response(
+        500,
+        "internal-error",
+        "Internal server error",
+        "The server failed to handle this request; it has been logged",
+        request_id=request_id,
+    )
+
+
+EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+    ChatError: handle_chat_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}

@@ -1,0 +1,164 @@
+"""API bodies and responses as msgspec Structs, and the rules on their fields.
+
+msgspec checks types and numeric ranges while decoding; ``check_*`` functions apply the
+text rules and name every bad field, so the error body can say exactly what is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import msgspec
+from email_validator import EmailNotValidError, validate_email
+
+from chatserver.errors import InvalidInput
+
+# The largest id either engine stores; bigger values can only be "not found" or invalid.
+MAX_ID = 2**63 - 1
+Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
+
+USERNAME_RE = re.compile(r"[\w.@+-]{1,30}")
+MESSAGE_MAX = 10_000
+PASSWORD_MIN, PASSWORD_MAX = 8, 1024
+EMAIL_MAX = 254
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_datetime(micros: int | None) -> datetime | None:
+    """Stored microseconds -> an aware UTC datetime (msgspec renders it with a trailing Z)."""
+    return None if micros is None else EPOCH + timedelta(microseconds=micros)
+
+
+# ---------------------------------------------------------------- requests
+
+
+class NewUser(msgspec.Struct):
+    """Unknown fields are ignored: nobody can set their own id, date_joined or a role."""
+
+    username: str
+    email: str
+    password: str
+
+
+class Login(msgspec.Struct):
+    username: str
+    password: str
+
+
+class NewMessage(msgspec.Struct):
+    user_id: Id
+    message: str
+
+
+# ---------------------------------------------------------------- responses
+
+
+class UserOut(msgspec.Struct, omit_defaults=True):
+    id: int
+    username: str
+    date_joined: datetime
+    last_seen_at: datetime | None
+    # Absent (not null) unless the caller looks at themself.
+    email: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class MessageOut(msgspec.Struct):
+    id: int
+    sent_by: int
+    received_by: int
+    message: str
+    sent_at: datetime
+    received_at: datetime | None
+
+
+class PageMeta(msgspec.Struct):
+    count: int
+    next: int | None
+    current_page: str
+    took: int
+    previous: int | None
+
+
+class MessagePage(msgspec.Struct):
+    meta: PageMeta
+    messages: list[MessageOut]
+
+
+class TokenOut(msgspec.Struct):
+    token: str
+    user: UserOut
+
+
+# ---------------------------------------------------------------- rules
+
+
+def bad_text(value: str) -> str | None:
+    """Why a string cannot be stored (PostgreSQL refuses NUL and lone surrogates), or None."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode (no lone surrogates)"
+    return None
+
+
+def check_new_user(body: NewUser) -> tuple[str, str]:
+    """Validate a sign-up; return the normalised (username, email) or raise InvalidInput."""
+    errors: dict[str, list[str]] = {}
+    if not USERNAME_RE.fullmatch(body.username):
+        errors["username"] = ["1–30 characters: letters, digits and . @ + - _ only"]
+    email, why = normalise_email(body.email)
+    if why:
+        errors["email"] = [why]
+    if problem := password_problem(body.password):
+        errors["password"] = [problem]
+    if errors:
+        raise InvalidInput(errors)
+    return body.username, email
+
+
+def normalise_email(raw: str) -> tuple[str, str | None]:
+    if (why := bad_text(raw)) is not None:
+        return raw, why
+    if len(raw) > EMAIL_MAX:
+        return raw, f"at most {EMAIL_MAX} characters"
+    try:
+        email = validate_email(raw, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        return raw, f"not a valid email address: {exc}"
+    return email, None
+
+
+def password_problem(password: str) -> str | None:
+    if (why := bad_text(password)) is not None:
+        return why
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        return f"{PASSWORD_MIN}–{PASSWORD_MAX} characters"
+    if password.isdigit():
+        return "must not be entirely digits"
+    return None
+
+
+def check_message(text: str) -> None:
+    """1–10,000 characters, not only whitespace, storable; raise InvalidInput otherwise."""
+    why = bad_text(text)
+    if why is None and not 1 <= len(text) <= MESSAGE_MAX:
+        why = f"1–{MESSAGE_MAX} characters"
+    if why is None and text.isspace():
+        why = "must not be only whitespace"
+    if why is not None:
+        raise InvalidInput({"message": [why]})
+
+
+def check_login(body: Login) -> None:
+    errors = {
+        field: [why]
+        for field, value in (("username", body.username), ("password", body.password))
+        if (why := bad_text(value)) is not None
+    }
+    if errors:
+        raise InvalidInput(errors)

@@ -1,0 +1,35 @@
+"""What every action and route needs, built once per app by ``create_app``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from chatserver.auth import TokenCache
+from chatserver.config import Settings
+from chatserver.db import Database
+from chatserver.events import Events
+
+
+def now_us() -> int:
+    """Wall-clock now, in the stored form: integer microseconds since the epoch, UTC."""
+    return time.time_ns() // 1000
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    db: Database
+    events: Events
+    tokens: TokenCache
+    # user id -> when this process last wrote their last_seen_at (monotonic seconds)
+    last_seen_written: dict[int, float] = field(default_factory=dict)
+
+    def last_seen_due(self, user_id: int) -> bool:
+        """Whether a read should write last_seen_at now (at most once per resolution)."""
+        now = time.monotonic()
+        previous = self.last_seen_written.get(user_id)
+        if previous is not None and now - previous < self.settings.last_seen_resolution_seconds:
+            return False
+        self.last_seen_written[user_id] = now
+        return True

@@ -1,0 +1,34 @@
+"""Rows -> response Structs: the one place that decides what a client sees of a record."""
+
+from __future__ import annotations
+
+import msgspec
+
+from chatserver.schemas import MessageOut, UserOut, to_datetime
+from chatserver.store import MessageRow, UserRow
+
+
+def user_out(user: UserRow, viewer_id: int | None) -> UserOut:
+    """A user as ``viewer_id`` may see them: the email only for themself."""
+    joined = to_datetime(user.date_joined)
+    assert joined is not None
+    return UserOut(
+        id=user.id,
+        username=user.username,
+        date_joined=joined,
+        last_seen_at=to_datetime(user.last_seen_at),
+        email=user.email if viewer_id == user.id else msgspec.UNSET,
+    )
+
+
+def message_out(message: MessageRow) -> MessageOut:
+    sent_at = to_datetime(message.sent_at)
+    assert sent_at is not None
+    return MessageOut(
+        id=message.id,
+        sent_by=message.sender_id,
+        received_by=message.recipient_id,
+        message=message.body,
+        sent_at=sent_at,
+        received_at=to_datetime(message.received_at),
+    )
