@@ -50,7 +50,8 @@ class BenchData:
             lines.append("  after = {" + ",".join(str(a) for a in self.after) + "},")
             lines.append("  partners = {")
             lines.extend(
-                "    {" + ",".join(str(p) for p in self.partners[index[u.id]]) + "}," for u in chosen
+                "    {" + ",".join(str(p) for p in self.partners[index[u.id]]) + "},"
+                for u in chosen
             )
             lines.append("  },")
         for key, value in extra.items():
@@ -65,9 +66,7 @@ def lua_str(value: str) -> str:
     return f'"{escaped}"'
 
 
-async def gather_limited(
-    limit: int, factories: Sequence[Callable[[], Awaitable[T]]]
-) -> list[T]:
+async def gather_limited(limit: int, factories: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
     sem = asyncio.Semaphore(limit)
 
     async def run(factory: Callable[[], Awaitable[T]]) -> T:

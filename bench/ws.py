@@ -116,7 +116,7 @@ async def _receiver(
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    conn.send(("done", [(lg.user_id, lg.received, lg.error) for lg in logs], cpu))
+    conn.send(("done", [(lg.user_id, lg.received, lg.error, lg.connected) for lg in logs], cpu))
 
 
 def _receiver_main(
@@ -178,8 +178,8 @@ class SocketFleet:
                 _, raw, cpu = parent.recv()
                 cpu_max = max(cpu_max, float(cpu))
                 logs.extend(
-                    SocketLog(user_id=uid, received=rec, error=err, connected=True)
-                    for uid, rec, err in raw
+                    SocketLog(user_id=uid, received=rec, error=err, connected=ok)
+                    for uid, rec, err, ok in raw
                 )
             proc.join(5)
         self.close()

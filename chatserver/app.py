@@ -12,6 +12,7 @@ from litestar import Litestar
 from litestar.channels import ChannelsPlugin
 from litestar.channels.backends.base import ChannelsBackend
 from litestar.channels.backends.memory import MemoryChannelsBackend
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -38,7 +39,9 @@ def create_app(settings: Settings) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         db = await open_database(settings.database_url)
-        services = Services(settings, db, Events(channels), TokenCache(settings.token_cache_seconds))
+        services = Services(
+            settings, db, Events(channels), TokenCache(settings.token_cache_seconds)
+        )
         app.state.services = services
         purge = asyncio.create_task(_purge_idempotency_keys(services))
         try:
@@ -51,7 +54,7 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[users.router, tokens.router, chats.router, health.healthz],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[RequestContextMiddleware],
+        middleware=[DefineMiddleware(RequestContextMiddleware)],
         plugins=[channels],
         lifespan=[lifespan],
         openapi_config=_openapi_config(),
@@ -86,8 +89,9 @@ async def _purge_idempotency_keys(services: Services) -> None:
 
 def _openapi_config() -> OpenAPIConfig:
     schemes: dict[str, Any] = {
-        "bearer": SecurityScheme(type="http", scheme="bearer", description="A token from "
-                                 "POST /api/v1/auth/token/"),
+        "bearer": SecurityScheme(
+            type="http", scheme="bearer", description="A token from POST /api/v1/auth/token/"
+        ),
         "basic": SecurityScheme(type="http", scheme="basic", description="username:password"),
     }
     return OpenAPIConfig(

@@ -38,6 +38,7 @@ class Conn(Protocol):
     async def fetch_one(self, sql: str, *args: Any) -> Row | None: ...
     async def fetch_val(self, sql: str, *args: Any) -> Any: ...
     async def execute(self, sql: str, *args: Any) -> int: ...
+    async def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None: ...
 
 
 class Database(Protocol):
@@ -107,6 +108,9 @@ class SqliteConn:
 
     async def execute(self, sql: str, *args: Any) -> int:
         return self._run(sql, args).rowcount
+
+    async def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self._conn.executemany(to_sqlite(sql), rows)
 
     def _run(self, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
         try:
@@ -213,6 +217,9 @@ class PgConn:
         count = status.rsplit(" ", 1)[-1]
         return int(count) if count.isdigit() else 0
 
+    async def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        await self._guard(self._conn.executemany(sql, rows))
+
     @staticmethod
     async def _guard(awaitable: Any) -> Any:
         import asyncpg
@@ -257,5 +264,3 @@ class PostgresDatabase:
 def placeholders(start: int, count: int) -> str:
     """``$start, $start+1, …`` for an IN list of ``count`` values."""
     return ", ".join(f"${i}" for i in range(start, start + count))
-
-

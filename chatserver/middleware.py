@@ -8,15 +8,15 @@ import time
 from typing import Any
 
 import msgspec
+from litestar.types import ASGIApp, Receive, Send
 
 from chatserver.problems import PROBLEM_TYPE_BASE, Problem
-
-ASGIApp = Any
-Scope = dict[str, Any]
 
 # An incoming X-Request-ID is kept when it is short and plain (so logs cannot be forged).
 REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# Litestar's scope TypedDicts do not admit our "state" keys; plain dicts keep this readable.
+Scope = dict[str, Any]
 
 
 class RequestContextMiddleware:
@@ -26,7 +26,7 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
@@ -39,7 +39,7 @@ class RequestContextMiddleware:
             await _unsupported_media_type(send, header)
             return
 
-        async def send_with_id(message: dict[str, Any]) -> None:
+        async def send_with_id(message: Any) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
@@ -50,7 +50,7 @@ class RequestContextMiddleware:
 def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id" and REQUEST_ID_RE.fullmatch(value):
-            return value.decode()
+            return bytes(value).decode()
     return secrets.token_hex(8)
 
 

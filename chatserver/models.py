@@ -26,8 +26,6 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
-# SQLite needs AUTOINCREMENT so that ids of deleted rows are never handed out again.
-NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
 
 users = Table(
     "users",
@@ -44,7 +42,8 @@ users = Table(
     Column("received_count", BigInteger, nullable=False, server_default="0"),
     Column("unread_count", BigInteger, nullable=False, server_default="0"),
     Column("sent_count", BigInteger, nullable=False, server_default="0"),
-    **NEVER_REUSE_IDS,
+    # SQLite needs AUTOINCREMENT so that ids of deleted rows are never handed out again.
+    sqlite_autoincrement=True,
 )
 
 tokens = Table(
@@ -55,7 +54,8 @@ tokens = Table(
     # sha256 of the token: the token itself is never stored
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", BigInteger, nullable=False),
-    **NEVER_REUSE_IDS,
+    # SQLite needs AUTOINCREMENT so that ids of deleted rows are never handed out again.
+    sqlite_autoincrement=True,
 )
 
 messages = Table(
@@ -84,7 +84,8 @@ messages = Table(
         sqlite_where=text("received_at IS NULL"),
         postgresql_where=text("received_at IS NULL"),
     ),
-    **NEVER_REUSE_IDS,
+    # SQLite needs AUTOINCREMENT so that ids of deleted rows are never handed out again.
+    sqlite_autoincrement=True,
 )
 
 idempotency_keys = Table(

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
 
 from chatserver.errors import ChatError
 
@@ -44,8 +45,12 @@ def problem_response(
     headers = extra.pop("headers", None) or {}
     if status == 401:
         headers["WWW-Authenticate"] = WWW_AUTHENTICATE
-    body = Problem(type=PROBLEM_TYPE_BASE + code, title=title, status=status, detail=detail, **extra)
-    return Response(body, status_code=status, media_type="application/problem+json", headers=headers)
+    body = Problem(
+        type=PROBLEM_TYPE_BASE + code, title=title, status=status, detail=detail, **extra
+    )
+    return Response(
+        body, status_code=status, media_type="application/problem+json", headers=headers
+    )
 
 
 def handle_chat_error(_: Request[Any, Any, Any], exc: ChatError) -> Response[Problem]:
@@ -93,8 +98,13 @@ def _field_name(key: str) -> str:
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     request_id = str(request.scope.get("state", {}).get("request_id", "-"))
-    log.exception("unhandled error in %s %s [request %s]", request.method, request.url.path,
-                  request_id, exc_info=exc)
+    log.exception(
+        "unhandled error in %s %s [request %s]",
+        request.method,
+        request.url.path,
+        request_id,
+        exc_info=exc,
+    )
     return problem_response(
         500,
         "internal-error",
@@ -104,7 +114,7 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
     )
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Any] = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ChatError: handle_chat_error,
     HTTPException: handle_http_exception,
     Exception: handle_unexpected,

@@ -102,12 +102,13 @@ async def count_for_receive(conn: Conn, recipient_id: int, also_sent: bool) -> i
     after it is ordered with every other message of this user (see docs/architecture.md).
     """
     sent = 1 if also_sent else 0
-    return await conn.fetch_val(
+    seq = await conn.fetch_val(
         "UPDATE users SET received_count = received_count + 1, unread_count = unread_count + 1,"
         " sent_count = sent_count + $2 WHERE id = $1 RETURNING received_count",
         recipient_id,
         sent,
     )
+    return None if seq is None else int(seq)
 
 
 # ---------------------------------------------------------------- tokens
@@ -183,7 +184,7 @@ class MessageFilter:
         return self.before_id is not None or self.after_id is not None
 
 
-def _where(f: MessageFilter) -> tuple[str, list[object]]:
+def _where(f: MessageFilter) -> tuple[str, list[int]]:
     """The WHERE clause for a filter: conversation, unread and cursor conditions combined."""
     if f.with_user is None:
         conditions, args = ["recipient_id = $1"], [f.user_id]
@@ -283,8 +284,8 @@ async def mark_received(
 async def list_involving(conn: Conn, user_id: int, after_id: int, limit: int) -> list[MessageRow]:
     """Messages to or from a user with id > after_id, oldest first (stream resume)."""
     sql = (
-        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id > $2 AND recipient_id = $1"
-        f" UNION SELECT {MESSAGE_COLUMNS} FROM messages WHERE id > $2 AND sender_id = $1"
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id > $2 AND recipient_id = $1 UNION"
+        f" SELECT {MESSAGE_COLUMNS} FROM messages WHERE id > $2 AND sender_id = $1"
         " ORDER BY id LIMIT $3"
     )
     return [MessageRow(*row) for row in await conn.fetch_all(sql, user_id, after_id, limit)]
@@ -327,3 +328,31 @@ async def insert_idempotent_response(
 
 async def delete_idempotency_keys_before(conn: Conn, cutoff: int) -> int:
     return await conn.execute("DELETE FROM idempotency_keys WHERE created_at < $1", cutoff)
+
+
+# ---------------------------------------------------------------- bulk loading
+
+
+async def reserve_received(conn: Conn, recipient_id: int, count: int) -> int | None:
+    """Count ``count`` new unread messages at once; return the first sequence number."""
+    last = await conn.fetch_val(
+        "UPDATE users SET received_count = received_count + $2,"
+        " unread_count = unread_count + $2 WHERE id = $1 RETURNING received_count",
+        recipient_id,
+        count,
+    )
+    return None if last is None else int(last) - count + 1
+
+
+async def add_sent(conn: Conn, sender_id: int, count: int) -> bool:
+    sql = "UPDATE users SET sent_count = sent_count + $2 WHERE id = $1"
+    return await conn.execute(sql, sender_id, count) == 1
+
+
+async def insert_messages(conn: Conn, rows: list[tuple[int, int, str, int, int, int, int]]) -> None:
+    """Insert (sender, recipient, body, sent_at, recipient_seq, peer_lo, peer_hi) rows."""
+    await conn.execute_many(
+        "INSERT INTO messages (sender_id, recipient_id, body, sent_at, recipient_seq,"
+        " peer_lo, peer_hi) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        rows,
+    )

@@ -15,7 +15,6 @@ from chatserver.api.deps import Caller, took_ms
 from chatserver.errors import InvalidInput
 from chatserver.schemas import (
     MAX_ID,
-    MessageOut,
     MessagePage,
     NewMessage,
     PageMeta,

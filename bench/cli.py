@@ -1,0 +1,244 @@
+"""``python -m bench``: start everything, run the scenarios, report, stop everything."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import shutil
+import signal
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench import procs, report, scenarios, seed
+from bench.config import HTTP_SCENARIOS, SCENARIOS, Options
+from bench.infra import Postgres, Redis
+from bench.report import Row
+from bench.server import CeilingServer, ChatServer, ServerEnv
+from bench.wrk import wrk_version
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark chatserver against the ASGI and Litestar ceilings.",
+    )
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--redis", action="store_true", help="start a throwaway Redis and use it")
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes")
+    parser.add_argument("--quick", action="store_true", help="about a minute; for CI")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=SCENARIOS,
+        metavar="NAME",
+        help=f"run only this scenario (repeatable); one of: {', '.join(SCENARIOS)}",
+    )
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="rewrite the 'Latest results' section of docs/performance.md with this run",
+    )
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    chosen = tuple(s for s in SCENARIOS if s in set(args.scenario)) if args.scenario else SCENARIOS
+    return Options(
+        db=args.db,
+        redis=args.redis,
+        workers=args.workers,
+        quick=args.quick,
+        scenarios=chosen,
+        write_docs=args.write_docs,
+    )
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    procs.raise_nofile_limit()
+    registry = procs.ProcessRegistry()
+    workdir = Path(tempfile.mkdtemp(prefix="chatbench-"))
+    postgres: Postgres | None = None
+    redis: Redis | None = None
+    rows: list[Row] = []
+    started_at = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    extra_versions = {"wrk": wrk_version()}
+    flags: list[str] = []
+    t_start = time.monotonic()
+    try:
+        if opts.db == "postgres":
+            print("starting a throwaway PostgreSQL", flush=True)
+            postgres = Postgres(registry)
+            postgres.start()
+            extra_versions["postgresql"] = postgres.version
+            database_url = postgres.url
+        else:
+            database_url = f"sqlite:///{workdir}/chat.db"
+        if opts.redis:
+            print("starting a throwaway Redis", flush=True)
+            redis = Redis(registry, workdir)
+            redis.start()
+            extra_versions["redis-server"] = redis.version
+        env = ServerEnv(database_url, redis.url if redis else None, opts.workers)
+        server = ChatServer(registry, env, workdir, procs.free_port())
+        rows, flags = run(opts, server, workdir)
+    except KeyboardInterrupt:
+        print("\ninterrupted; stopping everything", flush=True)
+        rows.append(Row("harness", "interrupted", "other", errors=1))
+    except Exception as exc:
+        traceback.print_exc()
+        rows.append(
+            Row(
+                "harness", "setup", "other", errors=1, error_detail=[f"{type(exc).__name__}: {exc}"]
+            )
+        )
+    finally:
+        registry.stop_all()
+        if redis is not None:
+            redis.stop()
+        if postgres is not None:
+            postgres.stop()
+
+    sizes = opts.sizes
+    info: dict[str, Any] = {
+        "started_at": started_at,
+        "wall_seconds": round(time.monotonic() - t_start, 1),
+        "machine": report.machine_info(),
+        "versions": report.versions(extra_versions),
+        "settings": {
+            "command": report.command_line(),
+            "db": opts.db,
+            "redis": opts.redis,
+            "workers": opts.workers,
+            "quick": opts.quick,
+            "scenarios": list(opts.scenarios),
+            "connections": sizes.connections,
+            "wrk_threads": sizes.wrk_threads,
+            "duration_s": sizes.duration,
+            "warmup_s": sizes.warmup,
+            "users": sizes.users,
+            "big_inbox_messages": sizes.big_count,
+            "fanout_sockets": list(sizes.fanout_sockets),
+            "idle_sockets": sizes.idle_sockets,
+            "granian_flags": flags,
+            "notes": list(sizes.notes),
+        },
+    }
+    table = report.markdown(rows, info)
+    errors = sum(r.errors for r in rows)
+    if errors:
+        _keep_logs(workdir)
+    shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print(table)
+    json_path, md_path = report.save(rows, info, table)
+    print(
+        f"saved {json_path.relative_to(Path.cwd()) if json_path.is_relative_to(Path.cwd()) else json_path}"
+    )
+    if opts.write_docs:
+        report.write_docs(table)
+        print(f"updated {report.DOCS_FILE}")
+    if errors:
+        print(f"FAILED: {errors} error(s) — see the error lines above", flush=True)
+        return 1
+    print(f"OK: every scenario ran with zero errors ({info['wall_seconds']:.0f} s)")
+    return 0
+
+
+def _keep_logs(workdir: Path) -> None:
+    logs = sorted(workdir.glob("*.log"))
+    if not logs:
+        return
+    dest = report.RESULTS_DIR / f"logs-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    dest.mkdir(parents=True, exist_ok=True)
+    for log in logs:
+        shutil.copy2(log, dest / log.name)
+    print(f"server logs kept in {dest}", flush=True)
+
+
+def run(opts: Options, server: ChatServer, workdir: Path) -> tuple[list[Row], list[str]]:
+    sizes = opts.sizes
+    rows: list[Row] = []
+    print(f"starting chatserver (fresh database, {opts.workers} worker(s))", flush=True)
+    server.start(timeout=120)
+    flags = server.granian_flags()
+    print(
+        f"seeding {sizes.users} users, {sizes.users * sizes.messages_per_user} messages", flush=True
+    )
+    data = asyncio.run(seed.seed(server, sizes.users, sizes.messages_per_user, sizes.partners))
+    server.stop()
+    ctx = scenarios.Context(opts=opts, workdir=workdir, server=server, data=data)
+
+    if any(s in HTTP_SCENARIOS for s in opts.scenarios):
+        for name, app in (("raw", "raw_app"), ("litestar", "litestar_app")):
+            print(f"ceiling: {app} ({data.page_bytes}-byte body)", flush=True)
+            ceiling = CeilingServer(
+                server.registry, workdir, app, opts.workers, flags, data.page_bytes
+            )
+            try:
+                ceiling.start()
+                result = scenarios.measure(ctx, ceiling.url, "fixed.lua", None, ceiling.pid)
+            finally:
+                ceiling.stop()
+            ctx.ceilings[name] = result
+            rows.append(scenarios.ceiling_row(name, result))
+
+    if "startup" in opts.scenarios:
+        rows += _guarded(ctx, "startup", lambda: scenarios.startup(ctx))
+    if not server.alive():
+        server.start(timeout=120)
+
+    for name in opts.scenarios:
+        if name == "startup":
+            continue
+        runner: Callable[[], list[Row]]
+        if name in HTTP_SCENARIOS:
+            runner = lambda name=name: scenarios.http_scenario(ctx, name)  # type: ignore[misc]  # noqa: E731
+        elif name == "big-inbox":
+            runner = lambda: scenarios.big_inbox(ctx)  # noqa: E731
+        elif name == "idle-sockets":
+            runner = lambda: scenarios.idle_sockets(ctx)  # noqa: E731
+        else:
+            runner = lambda: scenarios.fanout(ctx)  # noqa: E731
+        rows += _guarded(ctx, name, runner)
+    return rows, flags
+
+
+def _guarded(ctx: scenarios.Context, name: str, runner: Callable[[], list[Row]]) -> list[Row]:
+    """Run one scenario; an exception becomes an error row and the next scenario still runs."""
+    print(f"scenario: {name}", flush=True)
+    t0 = time.monotonic()
+    try:
+        rows = runner()
+    except Exception as exc:
+        traceback.print_exc()
+        kind = "http" if name in HTTP_SCENARIOS else "other"
+        rows = [Row(name, "", kind, errors=1, error_detail=[f"{type(exc).__name__}: {exc}"])]
+    server = ctx.server
+    if not server.alive():
+        rows.append(
+            Row(
+                name,
+                "server died",
+                "other",
+                errors=1,
+                error_detail=[f"chatserver exited during {name}; log tail: {server.log_tail(10)}"],
+            )
+        )
+        server.stop()
+        server.start(timeout=120)
+    for row in rows:
+        status = "ok" if not row.errors else f"{row.errors} error(s)"
+        print(f"  {row.scenario} {row.case}: {status}", flush=True)
+    print(f"  ({time.monotonic() - t0:.1f}s)", flush=True)
+    return rows

@@ -1,0 +1,110 @@
+"""Command-line options and the sizes each mode uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SCENARIOS = (
+    "startup",
+    "idle-sockets",
+    "send",
+    "inbox",
+    "conversation",
+    "sync",
+    "user",
+    "mixed",
+    "login",
+    "big-inbox",
+    "fanout",
+)
+HTTP_SCENARIOS = ("send", "inbox", "conversation", "sync", "user", "mixed", "login")
+
+
+@dataclass(frozen=True)
+class Options:
+    db: str = "sqlite"
+    redis: bool = False
+    workers: int = 1
+    quick: bool = False
+    scenarios: tuple[str, ...] = SCENARIOS
+    write_docs: bool = False
+
+    @property
+    def default_setup(self) -> bool:
+        """The configuration the performance targets are stated for."""
+        return self.db == "sqlite" and self.workers == 1 and not self.redis
+
+    @property
+    def sizes(self) -> Sizes:
+        return QUICK if self.quick else FULL
+
+
+@dataclass(frozen=True)
+class Sizes:
+    users: int
+    messages_per_user: int
+    partners: int
+    duration: float  # seconds per measured wrk run
+    warmup: float
+    connections: int
+    wrk_threads: int
+    login_connections: int
+    big_count: int
+    small_count: int
+    big_duration: float
+    big_connections: int
+    fanout_sockets: tuple[int, ...]
+    fanout_rate: float
+    fanout_duration: float
+    fanout_grace: float
+    idle_sockets: int
+    startup_repeats: int
+    ceiling_connections: int = 64
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+FULL = Sizes(
+    users=1000,
+    messages_per_user=20,
+    partners=5,
+    duration=10,
+    warmup=2,
+    connections=64,
+    wrk_threads=2,
+    login_connections=16,
+    big_count=1_000_000,
+    small_count=100,
+    big_duration=5,
+    big_connections=8,
+    fanout_sockets=(1000, 10_000),
+    fanout_rate=500,
+    fanout_duration=10,
+    fanout_grace=5,
+    idle_sockets=10_000,
+    startup_repeats=3,
+)
+
+QUICK = Sizes(
+    users=100,
+    messages_per_user=5,
+    partners=5,
+    duration=3,
+    warmup=1,
+    connections=64,
+    wrk_threads=2,
+    login_connections=8,
+    big_count=20_000,
+    small_count=100,
+    big_duration=1,
+    big_connections=8,
+    fanout_sockets=(1000,),
+    fanout_rate=500,
+    fanout_duration=3,
+    fanout_grace=2,
+    idle_sockets=1000,
+    startup_repeats=1,
+    notes=(
+        "quick mode: smaller data set, 3 s runs, big-inbox at 20,000 messages, fan-out and "
+        "idle sockets at 1,000; numbers are indicative, the point is zero errors",
+    ),
+)

@@ -1,0 +1,502 @@
+"""The scenarios. Each takes the run context and returns result rows."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import procs, seed, ws
+from bench.config import Options
+from bench.report import Row
+from bench.server import ChatServer
+from bench.wrk import WrkResult, run_wrk
+
+# Targets for SQLite, one worker (reported, never asserted).
+HTTP_TARGETS = {"send": 0.40, "inbox": 0.45, "conversation": 0.45, "sync": 0.45, "user": 0.55}
+P99_TARGET_MS = 25.0
+BIG_RATIO_TARGET = 1.5
+FANOUT_P99_TARGET_MS = 50.0
+IDLE_SOCKET_TARGET_KIB = 30.0
+STARTUP_TARGET_S = 1.0
+IDLE_RSS_TARGET_MIB = 80.0
+
+
+@dataclass
+class Context:
+    opts: Options
+    workdir: Path
+    server: ChatServer
+    data: seed.BenchData
+    ceilings: dict[str, WrkResult] = field(default_factory=dict)
+
+    @property
+    def zero_errors_target(self) -> bool:
+        """Outside the default setup the only target is "zero errors"."""
+        return not self.opts.default_setup
+
+
+def wrk_row(scenario: str, case: str, result: WrkResult, ctx: Context | None) -> Row:
+    metrics: dict[str, Any] = result.to_json()
+    if ctx is not None:
+        for name, key in (("raw", "vs_raw"), ("litestar", "vs_litestar")):
+            ceiling = ctx.ceilings.get(name)
+            metrics[key] = result.rps / ceiling.rps if ceiling and ceiling.rps else None
+    row = Row(scenario=scenario, case=case, kind="http", metrics=metrics, errors=result.errors)
+    if result.errors:
+        row.error_detail.append(
+            f"{result.status_errors} responses with status >= 400, "
+            f"{result.socket_errors} socket errors/timeouts out of {result.requests} requests"
+        )
+    if result.generator_saturated:
+        row.notes.append(
+            f"load generator saturated: busiest wrk thread at {100 * result.generator_max_thread:.0f}"
+            " % of a core — the number is a floor, not the server's limit"
+        )
+    return row
+
+
+def measure(
+    ctx: Context | None,
+    url: str,
+    script: str,
+    data_file: Path | None,
+    server_pid: int | None,
+    *,
+    connections: int | None = None,
+    threads: int | None = None,
+    duration: float | None = None,
+    timeout_s: float = 10.0,
+) -> WrkResult:
+    """A warm-up run (not kept) then the measured run."""
+    sizes = ctx.opts.sizes if ctx else None
+    assert sizes is not None or duration is not None
+    conns = connections or (sizes.connections if sizes else 64)
+    thr = threads or (sizes.wrk_threads if sizes else 2)
+    kwargs: dict[str, Any] = {
+        "connections": conns,
+        "threads": thr,
+        "data_file": data_file,
+        "server_pid": server_pid,
+        "timeout_s": timeout_s,
+    }
+    warm = sizes.warmup if sizes else 1
+    run_wrk(url, script, duration=warm, **kwargs)
+    return run_wrk(url, script, duration=duration or (sizes.duration if sizes else 3), **kwargs)
+
+
+# --------------------------------------------------------------------------- ceilings
+
+
+def ceiling_row(name: str, result: WrkResult) -> Row:
+    label = "raw ASGI app" if name == "raw" else "smallest Litestar route"
+    row = wrk_row(f"ceiling: {label}", "", result, None)
+    row.metrics["vs_raw"] = None
+    row.metrics["vs_litestar"] = None
+    return row
+
+
+# --------------------------------------------------------------------------- HTTP scenarios
+
+
+def http_scenario(ctx: Context, name: str) -> list[Row]:
+    data_file = ctx.data.write_lua(ctx.workdir / "bench-data.lua")
+    sizes = ctx.opts.sizes
+    if name == "login":
+        result = measure(
+            ctx,
+            ctx.server.base_url + "/",
+            "login.lua",
+            data_file,
+            ctx.server.pid,
+            connections=sizes.login_connections,
+            timeout_s=30,
+        )
+        row = wrk_row(name, f"{sizes.login_connections} connections", result, ctx)
+        row.target = "reported (argon2 cost not weakened)"
+        row.notes.append(f"password hashing: {argon2_cost()}")
+        return [_zero_error_target(ctx, row)]
+    result = measure(ctx, ctx.server.base_url + "/", f"{name}.lua", data_file, ctx.server.pid)
+    row = wrk_row(name, "", result, ctx)
+    goal = HTTP_TARGETS.get(name)
+    if ctx.zero_errors_target or goal is None:
+        return [_zero_error_target(ctx, row)]
+    ratio = row.metrics.get("vs_litestar")
+    row.target = f"≥ {100 * goal:.0f} % of Litestar, p99 ≤ {P99_TARGET_MS:g} ms"
+    row.met = (
+        ratio is not None and ratio >= goal and result.p99_ms <= P99_TARGET_MS and not row.errors
+    )
+    return [row]
+
+
+def _zero_error_target(ctx: Context, row: Row) -> Row:
+    if not row.target:
+        row.target = "0 errors"
+    row.met = row.errors == 0
+    return row
+
+
+def argon2_cost() -> str:
+    """The server's argon2 parameters, read from its password hasher (reported only)."""
+    try:
+        import argon2
+
+        from chatserver import auth
+    except ImportError:
+        return "unknown"
+    for value in vars(auth).values():
+        if isinstance(value, argon2.PasswordHasher):
+            return (
+                f"argon2 type {value.type.name.lower()}, time_cost {value.time_cost}, "
+                f"memory_cost {value.memory_cost} KiB, parallelism {value.parallelism}"
+            )
+    return "unknown"
+
+
+# --------------------------------------------------------------------------- big inbox
+
+BIG_CALLS: tuple[tuple[str, Callable[[dict[str, int]], str]], ...] = (
+    ("page 1", lambda p: "page=1&page_size=10"),
+    ("unread=true", lambda p: "unread=true&page=1&page_size=10"),
+    ("after_id near the end", lambda p: f"after_id={p['after_id']}&page_size=10"),
+    ("before_id deep in history", lambda p: f"before_id={p['before_id']}&page_size=10"),
+    ("page near the end", lambda p: f"page={p['last_page'] - 1}&page_size=10"),
+)
+
+
+async def _inbox_positions(server: ChatServer, user: seed.User) -> dict[str, int]:
+    """Ids about 20 messages from either end of the user's inbox, and its last page."""
+    async with seed.client(server, 4) as http:
+        first = seed.check(await seed.inbox(http, user, "page=1&page_size=10"), 200, "page 1")
+        count = int(first["meta"]["count"])
+        last_page = max(1, -(-count // 10))
+        ids: set[int] = set()
+        for page in {1, 2, max(1, last_page - 1), last_page}:
+            body = seed.check(
+                await seed.inbox(http, user, f"page={page}&page_size=10"), 200, f"page {page}"
+            )
+            ids.update(int(m["id"]) for m in body["messages"])
+    ordered = sorted(ids)
+    if len(ordered) < 40:
+        raise seed.SeedError(f"inbox of user {user.id} too small ({count} messages)")
+    return {
+        "after_id": ordered[-20],
+        "before_id": ordered[19],
+        "last_page": last_page,
+        "count": count,
+    }
+
+
+def big_inbox(ctx: Context) -> list[Row]:
+    sizes = ctx.opts.sizes
+    server = ctx.server
+    sender, small, big = asyncio.run(_big_inbox_users(server))
+    asyncio.run(_send_many(server, sender, small.id, sizes.small_count))
+    load_s = seed.bulk_load(server, sender.id, big.id, sizes.big_count)
+    pos_small = asyncio.run(_inbox_positions(server, small))
+    pos_big = asyncio.run(_inbox_positions(server, big))
+    rows = []
+    for label, query in BIG_CALLS:
+        res: dict[str, WrkResult] = {}
+        for key, user, pos in (("small", small, pos_small), ("big", big, pos_big)):
+            data_file = ctx.data.write_lua(
+                ctx.workdir / f"big-{key}.lua", users=[user], path=f"/api/v1/chats/?{query(pos)}"
+            )
+            res[key] = measure(
+                ctx,
+                server.base_url + "/",
+                "fixed.lua",
+                data_file,
+                server.pid,
+                connections=sizes.big_connections,
+                threads=1,
+                duration=sizes.big_duration,
+            )
+        ratio = res["big"].p50_ms / res["small"].p50_ms if res["small"].p50_ms else None
+        errors = res["big"].errors + res["small"].errors
+        row = Row(
+            scenario="big-inbox",
+            case=label,
+            kind="big",
+            errors=errors,
+            metrics={
+                "small_p50_ms": res["small"].p50_ms,
+                "big_p50_ms": res["big"].p50_ms,
+                "big_p99_ms": res["big"].p99_ms,
+                "big_rps": res["big"].rps,
+                "ratio": ratio,
+                "small": res["small"].to_json(),
+                "big": res["big"].to_json(),
+                "big_messages": pos_big["count"],
+                "small_messages": pos_small["count"],
+            },
+        )
+        if errors:
+            row.error_detail.append(f"{errors} failed requests (status >= 400 or socket errors)")
+        if ctx.zero_errors_target:
+            _zero_error_target(ctx, row)
+        else:
+            row.target = f"p50 ≤ {BIG_RATIO_TARGET:g}× small inbox"
+            row.met = ratio is not None and ratio <= BIG_RATIO_TARGET and not errors
+        rows.append(row)
+    rows[0].notes.append(
+        f"big inbox: {pos_big['count']:,} messages (bulk-loaded in {load_s:.1f} s); "
+        f"small inbox: {pos_small['count']:,}; {sizes.big_connections} connections"
+    )
+    return rows
+
+
+async def _big_inbox_users(server: ChatServer) -> tuple[seed.User, seed.User, seed.User]:
+    async with seed.client(server, 4) as http:
+        stamp = int(time.time()) % 100000
+        users = await asyncio.gather(
+            *(seed.create_user(http, f"{n}{stamp}") for n in ("bigsend", "smallbox", "bigbox"))
+        )
+    return users[0], users[1], users[2]
+
+
+async def _send_many(server: ChatServer, sender: seed.User, recipient: int, count: int) -> None:
+    async with seed.client(server, 8) as http:
+        await seed.gather_limited(
+            8,
+            [(lambda i=i: seed.send(http, sender, recipient, f"small {i}")) for i in range(count)],
+        )
+
+
+# --------------------------------------------------------------------------- sockets
+
+
+def _assign(ctx: Context, sockets: int) -> list[tuple[int, str]]:
+    users = ctx.data.users
+    return [(users[i % len(users)].id, users[i % len(users)].token) for i in range(sockets)]
+
+
+def idle_sockets(ctx: Context) -> list[Row]:
+    sizes = ctx.opts.sizes
+    server = ctx.server
+    time.sleep(1)
+    before = procs.tree_rss_kib(server.pid)
+    fleet = ws.SocketFleet(server.ws_url, _assign(ctx, sizes.idle_sockets))
+    try:
+        connected = fleet.connect(timeout=180)
+        time.sleep(3)
+        after = procs.tree_rss_kib(server.pid)
+        result = fleet.stop()
+    finally:
+        fleet.close()
+    per_socket = (after - before) / connected if connected else None
+    errors = (sizes.idle_sockets - connected) + sum(
+        1 for log in result.logs if log.connected and log.error
+    )
+    row = Row(
+        scenario="idle-sockets",
+        case=f"RSS per idle socket at {sizes.idle_sockets:,}",
+        kind="other",
+        errors=errors,
+        metrics={
+            "display": "–" if per_socket is None else f"{per_socket:.1f} KiB",
+            "kib_per_socket": per_socket,
+            "connected": connected,
+            "rss_before_kib": before,
+            "rss_after_kib": after,
+        },
+    )
+    if errors:
+        row.error_detail.append(
+            f"{sizes.idle_sockets - connected} of {sizes.idle_sockets} sockets did not connect"
+            + _first_errors(result.errors)
+        )
+    row.notes.append(
+        f"server RSS {before / 1024:.0f} MiB → {after / 1024:.0f} MiB with {connected:,} sockets"
+    )
+    if ctx.zero_errors_target:
+        _zero_error_target(ctx, row)
+    else:
+        row.target = f"≤ {IDLE_SOCKET_TARGET_KIB:g} KiB"
+        row.met = per_socket is not None and per_socket <= IDLE_SOCKET_TARGET_KIB and not errors
+    return [row]
+
+
+def _first_errors(errors: list[str]) -> str:
+    if not errors:
+        return ""
+    distinct = sorted(set(errors))
+    return f"; e.g. {distinct[0]}" + (
+        f" (+{len(distinct) - 1} other kinds)" if len(distinct) > 1 else ""
+    )
+
+
+def fanout(ctx: Context) -> list[Row]:
+    rows = []
+    for sockets in ctx.opts.sizes.fanout_sockets:
+        rows.extend(_fanout_once(ctx, sockets))
+    return rows
+
+
+def _fanout_once(ctx: Context, sockets: int) -> list[Row]:
+    sizes = ctx.opts.sizes
+    server = ctx.server
+    assignments = _assign(ctx, sockets)
+    per_user: dict[int, int] = {}
+    for uid, _ in assignments:
+        per_user[uid] = per_user.get(uid, 0) + 1
+    tokens = {u.id: u.token for u in ctx.data.users}
+    senders = [(uid, tokens[uid]) for uid in per_user]
+    fleet = ws.SocketFleet(server.ws_url, assignments)
+    try:
+        connected = fleet.connect(timeout=300)
+        time.sleep(1)
+        fleet.measure()
+        sent = ws.run_sender(server.base_url, senders, sizes.fanout_rate, sizes.fanout_duration)
+        time.sleep(sizes.fanout_grace)
+        result = fleet.stop()
+    finally:
+        fleet.close()
+
+    by_id = {m.id: m for m in sent.sent}
+    latencies: list[float] = []
+    early = 0
+    received: dict[int, int] = {}  # message id -> deliveries seen
+    for log in result.logs:
+        seen: set[int] = set()
+        for mid, t in log.received:
+            msg = by_id.get(mid)
+            if msg is None or mid in seen:
+                continue
+            seen.add(mid)
+            received[mid] = received.get(mid, 0) + 1
+            delta = t - msg.t_201
+            if delta < 0:
+                early += 1
+            latencies.append(max(0.0, delta) * 1000)
+    expected = sum(per_user[m.sender] + per_user[m.recipient] for m in sent.sent)
+    lost = expected - sum(received.values())
+    not_connected = sockets - connected
+    socket_errors = sum(1 for log in result.logs if log.connected and log.error)
+    errors = lost + not_connected + socket_errors + len(sent.errors)
+    latencies.sort()
+    p50 = _percentile(latencies, 50)
+    p99 = _percentile(latencies, 99)
+    mx = latencies[-1] if latencies else None
+    metrics = {
+        "sockets": sockets,
+        "connected": connected,
+        "sent": len(sent.sent),
+        "send_rate_target": sizes.fanout_rate,
+        "send_rate_achieved": sent.achieved_rate,
+        "expected_deliveries": expected,
+        "lost": lost,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "max_ms": mx,
+        "delivered_before_201": early,
+        "sender_errors": len(sent.errors),
+        "socket_errors": socket_errors,
+        "sender_cpu": sent.cpu,
+        "receiver_cpu_max": result.generator_cpu_max,
+    }
+    row = Row(
+        scenario="fanout",
+        case=f"{sockets:,} sockets, {sizes.fanout_rate:g} msg/s: latency p50/p99/max, lost",
+        kind="other",
+        errors=errors,
+        metrics=metrics,
+    )
+    row.metrics["display"] = f"{_ms(p50)} / {_ms(p99)} / {_ms(mx)} ms, {lost} lost"
+    row.notes.append(
+        f"{len(sent.sent):,} messages sent at {sent.achieved_rate:.0f}/s, {expected:,} deliveries "
+        f"expected (every socket of sender and recipient), {early} arrived before the 201"
+    )
+    if result.generator_cpu_max >= 0.9 or sent.cpu >= 0.9:
+        row.notes.append(
+            f"load generator saturated (receiver process {100 * result.generator_cpu_max:.0f} %, "
+            f"sender {100 * sent.cpu:.0f} % of a core)"
+        )
+    if sent.achieved_rate < 0.95 * sizes.fanout_rate:
+        row.notes.append("sender could not keep the fixed rate")
+    if not_connected:
+        row.error_detail.append(
+            f"{not_connected} of {sockets} sockets did not connect" + _first_errors(result.errors)
+        )
+    if socket_errors:
+        row.error_detail.append(
+            f"{socket_errors} sockets closed during the run" + _first_errors(result.errors)
+        )
+    if sent.errors:
+        row.error_detail.append(f"{len(sent.errors)} POSTs failed" + _first_errors(sent.errors))
+    if lost:
+        row.error_detail.append(f"{lost} of {expected} deliveries lost")
+    if ctx.zero_errors_target:
+        _zero_error_target(ctx, row)
+    else:
+        row.target = f"p99 ≤ {FANOUT_P99_TARGET_MS:g} ms, 0 lost"
+        row.met = p99 is not None and p99 <= FANOUT_P99_TARGET_MS and errors == 0
+    return [row]
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def _percentile(ordered: list[float], pct: float) -> float | None:
+    if not ordered:
+        return None
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+# --------------------------------------------------------------------------- startup
+
+
+def startup(ctx: Context) -> list[Row]:
+    server = ctx.server
+    times = []
+    for _ in range(ctx.opts.sizes.startup_repeats):
+        server.stop()
+        times.append(server.start())
+    time.sleep(2)
+    total = procs.tree_rss_kib(server.pid) / 1024
+    workers = [procs.rss_kib(p) / 1024 for p in procs.leaf_processes(server.pid)]
+    median = statistics.median(times)
+    start_row = Row(
+        scenario="startup",
+        case="process start → first healthy /healthz (existing database)",
+        kind="other",
+        metrics={"display": f"{median:.2f} s", "seconds": times},
+    )
+    rss_row = Row(
+        scenario="startup",
+        case="idle RSS (whole process tree)",
+        kind="other",
+        metrics={"display": f"{total:.0f} MiB", "tree_mib": total, "worker_mib": workers},
+    )
+    rss_row.notes.append(
+        "worker process RSS: "
+        + ", ".join(f"{w:.0f} MiB" for w in workers)
+        + f"; start-up times: {', '.join(f'{t:.2f}' for t in times)} s"
+    )
+    if ctx.zero_errors_target:
+        _zero_error_target(ctx, start_row)
+        _zero_error_target(ctx, rss_row)
+    else:
+        start_row.target = f"≤ {STARTUP_TARGET_S:g} s"
+        start_row.met = median <= STARTUP_TARGET_S
+        rss_row.target = f"≤ {IDLE_RSS_TARGET_MIB:g} MiB"
+        rss_row.met = total <= IDLE_RSS_TARGET_MIB
+    return [start_row, rss_row]
+
+
+def inbox_page_bytes(server: ChatServer, user: seed.User) -> int:
+    resp = httpx.get(
+        f"{server.base_url}/api/v1/chats/?page=1&page_size=10",
+        headers={"Authorization": f"Bearer {user.token}"},
+        timeout=30,
+    )
+    seed.check(resp, 200, "inbox page 1")
+    return len(resp.content)
