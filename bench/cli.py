@@ -142,9 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table)
     json_path, md_path = report.save(rows, info, table)
-    print(
-        f"saved {json_path.relative_to(Path.cwd()) if json_path.is_relative_to(Path.cwd()) else json_path}"
-    )
+    print(f"saved {json_path} and {md_path.name}")
     if opts.write_docs:
         report.write_docs(table)
         print(f"updated {report.DOCS_FILE}")

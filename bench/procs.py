@@ -103,7 +103,7 @@ class ProcessRegistry:
 
 
 def stop_group(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM the process group led by ``proc`` (we started it with a new session), then SIGKILL."""
+    """SIGTERM the process group led by ``proc`` (started in a new session), then SIGKILL."""
     pgid = proc.pid
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):

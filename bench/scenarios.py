@@ -56,8 +56,9 @@ def wrk_row(scenario: str, case: str, result: WrkResult, ctx: Context | None) ->
         )
     if result.generator_saturated:
         row.notes.append(
-            f"load generator saturated: busiest wrk thread at {100 * result.generator_max_thread:.0f}"
-            " % of a core — the number is a floor, not the server's limit"
+            "load generator saturated: busiest wrk thread at "
+            f"{100 * result.generator_max_thread:.0f} % of a core — the number is a floor, "
+            "not the server's limit"
         )
     return row
 

@@ -157,7 +157,7 @@ class SocketFleet:
             self.procs.append((proc, parent))
         connected = 0
         deadline = time.monotonic() + timeout
-        for proc, parent in self.procs:
+        for _proc, parent in self.procs:
             if not parent.poll(max(0.0, deadline - time.monotonic())):
                 raise RuntimeError(f"stream clients not connected after {timeout:.0f}s")
             msg = parent.recv()

@@ -51,7 +51,13 @@ def create_app(settings: Settings) -> Litestar:
             await db.close()
 
     return Litestar(
-        route_handlers=[users.router, tokens.router, chats.router, health.healthz],
+        route_handlers=[
+            users.router,
+            tokens.router,
+            chats.router,
+            health.healthz,
+            health.openapi_document,
+        ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[DefineMiddleware(RequestContextMiddleware)],

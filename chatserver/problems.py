@@ -64,7 +64,8 @@ def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Resp
         return handle_unexpected(_, exc)
     if isinstance(exc, ValidationException):
         return _validation_problem(exc)
-    detail = exc.detail if exc.detail and exc.detail != title else _default_detail(exc.status_code)
+    generic = not exc.detail or exc.detail.lower() == title.lower()
+    detail = _default_detail(exc.status_code) if generic else exc.detail
     headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
     errors = {"body": [detail]} if exc.status_code == 400 else msgspec.UNSET
     return problem_response(exc.status_code, code, title, detail, headers=headers, errors=errors)

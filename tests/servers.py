@@ -297,7 +297,8 @@ class RedisServer:
 # The process fixture proper. port=None picks a free port. pytest-redis treats timeout=0
 # ("never drop idle clients") as unset and falls back to 15 s, which could cut a pooled
 # connection that sits idle during a slow test; a day is effectively "never".
-_redis_proc = redis_factories.redis_proc(host=HOST, port=None, timeout=86_400)
+# (None is documented as "random port" but missing from pytest-redis's type hints.)
+_redis_proc = redis_factories.redis_proc(host=HOST, port=None, timeout=86_400)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")

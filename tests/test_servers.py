@@ -52,7 +52,7 @@ async def test_redis_set_get_and_publish(redis_url: str) -> None:
         message = await asyncio.wait_for(_next_message(pubsub), timeout=5)
         assert message == "hi"
     finally:
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
         await client.aclose()
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
-from litestar import Response, get
+from litestar import Request, Response, get
 
 from chatserver.services import Services
 
@@ -21,3 +22,9 @@ async def healthz(services: Services) -> Response[dict[str, str]]:
         log.warning("health check failed: %s", exc)
         return Response({"status": "unavailable", "database": "down"}, status_code=503)
     return Response({"status": "ok", "database": "up"}, status_code=200)
+
+
+@get("/openapi.json", include_in_schema=False, sync_to_thread=False)
+def openapi_document(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document (also at /docs/openapi.json, beside the interactive docs)."""
+    return request.app.openapi_schema.to_schema()
