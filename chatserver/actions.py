@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass, replace
 
@@ -12,6 +13,7 @@ from chatserver.db import Conn, UniqueViolation
 from chatserver.errors import BadCredentials, Conflict, IdempotencyMismatch, NotFound
 from chatserver.schemas import Login, NewMessage, NewUser, check_login, check_new_user
 from chatserver.services import Services, now_us
+from chatserver.streams import subscription
 from chatserver.views import message_out
 
 # ---------------------------------------------------------------- users and tokens
@@ -180,3 +182,25 @@ async def _mark_fetched(
     await s.events.publish_received(user_id, marked, now)
     marked_ids = {message_id for message_id, _ in marked}
     return [replace(m, received_at=now) if m.id in marked_ids else m for m in rows]
+
+
+async def wait_for_messages(
+    s: Services, user_id: int, f: store.MessageFilter, page_size: int, wait: float
+) -> Page:
+    """Long-poll: answer at once if anything matches, else when a message arrives or at
+    the end of ``wait`` seconds (with an empty page)."""
+    page = await read_messages(s, user_id, f, 1, page_size)
+    if page.messages or wait <= 0:
+        return page
+    async with subscription(s.events.channels, user_id) as sub:
+        try:
+            async with asyncio.timeout(wait):
+                while not page.messages:
+                    # Re-read after subscribing (and after each event), so nothing committed
+                    # between the first read and the subscription is missed.
+                    page = await read_messages(s, user_id, f, 1, page_size)
+                    if not page.messages:
+                        await sub.next_message_event()
+        except TimeoutError:
+            pass
+    return page

@@ -10,23 +10,27 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.channels import ChannelsPlugin
-from litestar.channels.backends.base import ChannelsBackend
 from litestar.channels.backends.memory import MemoryChannelsBackend
+from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from redis.asyncio import Redis
 
 from chatserver import store
-from chatserver.api import chats, health, tokens, users
+from chatserver.api import chats, health, stream, tokens, users
 from chatserver.api.deps import DEPENDENCIES
 from chatserver.auth import TokenCache
 from chatserver.config import Settings
 from chatserver.db import open_database
 from chatserver.events import Events
+from chatserver.hub import Hub
 from chatserver.middleware import RequestContextMiddleware
+from chatserver.presence import LocalPresence, RedisPresence
 from chatserver.problems import EXCEPTION_HANDLERS
 from chatserver.services import Services, now_us
+from chatserver.streams import BoundedSubscriber
 
 log = logging.getLogger("chatserver")
 
@@ -34,34 +38,25 @@ PURGE_INTERVAL_SECONDS = 3600
 
 
 def create_app(settings: Settings) -> Litestar:
-    channels = ChannelsPlugin(backend=_channels_backend(settings), arbitrary_channels_allowed=True)
-
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        db = await open_database(settings.database_url)
-        services = Services(
-            settings, db, Events(channels), TokenCache(settings.token_cache_seconds)
-        )
-        app.state.services = services
-        purge = asyncio.create_task(_purge_idempotency_keys(services))
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            app.state.services = await _start_services(settings, stack)
             yield
-        finally:
-            purge.cancel()
-            await db.close()
 
     return Litestar(
         route_handlers=[
             users.router,
             tokens.router,
             chats.router,
+            stream.stream_socket,
+            stream.stream_sse,
             health.healthz,
             health.openapi_document,
         ],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[DefineMiddleware(RequestContextMiddleware)],
-        plugins=[channels],
         lifespan=[lifespan],
         openapi_config=_openapi_config(),
         request_max_body_size=settings.max_body_bytes,
@@ -70,13 +65,29 @@ def create_app(settings: Settings) -> Litestar:
     )
 
 
-def _channels_backend(settings: Settings) -> ChannelsBackend:
-    if settings.redis_url is None:
-        return MemoryChannelsBackend()
-    from litestar.channels.backends.redis import RedisChannelsPubSubBackend
-    from redis.asyncio import Redis
-
-    return RedisChannelsPubSubBackend(redis=Redis.from_url(settings.redis_url))
+async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) -> Services:
+    """Open the database, the broker and the hub; the stack closes them in reverse."""
+    db = await open_database(settings.database_url)
+    stack.push_async_callback(db.close)
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    if redis is not None:
+        stack.push_async_callback(redis.aclose)
+    channels = ChannelsPlugin(
+        backend=RedisChannelsPubSubBackend(redis=redis) if redis else MemoryChannelsBackend(),
+        arbitrary_channels_allowed=True,
+        subscriber_class=BoundedSubscriber,
+        subscriber_max_backlog=settings.stream_queue_size,
+    )
+    await stack.enter_async_context(channels)
+    token_cache = TokenCache(settings.token_cache_seconds)
+    presence = RedisPresence(redis) if redis else LocalPresence()
+    hub = Hub(db, channels, presence, token_cache)
+    await hub.start()
+    stack.push_async_callback(hub.stop)
+    services = Services(settings, db, Events(channels), token_cache, hub)
+    purge = asyncio.create_task(_purge_idempotency_keys(services))
+    stack.callback(purge.cancel)
+    return services
 
 
 async def _purge_idempotency_keys(services: Services) -> None:

@@ -37,6 +37,9 @@ class Settings:
     last_seen_resolution_seconds: float = 1.0
     # Bearer token look-ups are cached this long; revocation also evicts at once.
     token_cache_seconds: float = 30.0
+    # Events a stream may have waiting to be sent; a client that falls further behind is
+    # disconnected (close code 1013) and resumes with after_id.
+    stream_queue_size: int = 1000
 
     def __post_init__(self) -> None:
         validate(self)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
@@ -50,6 +51,11 @@ class Database(Protocol):
     def transaction(self) -> Any: ...  # async context manager yielding a Conn
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
+
+
+def now_us() -> int:
+    """Wall-clock now, in the stored form: integer microseconds since the epoch, UTC."""
+    return time.time_ns() // 1000
 
 
 def sqlalchemy_url(url: str) -> str:

@@ -61,6 +61,8 @@ class UserOut(msgspec.Struct, omit_defaults=True):
     username: str
     date_joined: datetime
     last_seen_at: datetime | None
+    # True while the user has at least one open stream, on any node.
+    online: bool
     # Absent (not null) unless the caller looks at themself.
     email: str | msgspec.UnsetType = msgspec.UNSET
 

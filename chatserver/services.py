@@ -7,13 +7,11 @@ from dataclasses import dataclass, field
 
 from chatserver.auth import TokenCache
 from chatserver.config import Settings
-from chatserver.db import Database
+from chatserver.db import Database, now_us
 from chatserver.events import Events
+from chatserver.hub import Hub
 
-
-def now_us() -> int:
-    """Wall-clock now, in the stored form: integer microseconds since the epoch, UTC."""
-    return time.time_ns() // 1000
+__all__ = ["Services", "now_us"]
 
 
 @dataclass(slots=True)
@@ -22,6 +20,7 @@ class Services:
     db: Database
     events: Events
     tokens: TokenCache
+    hub: Hub
     # user id -> when this process last wrote their last_seen_at (monotonic seconds)
     last_seen_written: dict[int, float] = field(default_factory=dict)
 

@@ -8,7 +8,7 @@ from chatserver.schemas import MessageOut, UserOut, to_datetime
 from chatserver.store import MessageRow, UserRow
 
 
-def user_out(user: UserRow, viewer_id: int | None) -> UserOut:
+def user_out(user: UserRow, viewer_id: int | None, online: bool) -> UserOut:
     """A user as ``viewer_id`` may see them: the email only for themself."""
     joined = to_datetime(user.date_joined)
     assert joined is not None
@@ -17,6 +17,7 @@ def user_out(user: UserRow, viewer_id: int | None) -> UserOut:
         username=user.username,
         date_joined=joined,
         last_seen_at=to_datetime(user.last_seen_at),
+        online=online,
         email=user.email if viewer_id == user.id else msgspec.UNSET,
     )
 

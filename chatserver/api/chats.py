@@ -86,10 +86,24 @@ async def read_messages(
     unread: Annotated[bool, Parameter(description="Only messages not fetched before")] = False,
     before_id: Annotated[IdParam, Parameter(description="Older than this id, newest first")] = None,
     after_id: Annotated[IdParam, Parameter(description="Newer than this id, oldest first")] = None,
+    wait: Annotated[
+        float,
+        Parameter(
+            ge=0,
+            le=30,
+            description="Long-poll: with after_id, hold up to this many "
+            "seconds until a message arrives",
+        ),
+    ] = 0,
 ) -> MessagePage:
     """The latest messages sent to me, newest first (paginated; filters and cursors combine)."""
     f = MessageFilter(caller.user_id, with_user, unread, before_id, after_id)
-    result = await actions.read_messages(services, caller.user_id, f, page, page_size)
+    if wait and after_id is None:
+        raise InvalidInput({"wait": ["long-polling needs after_id (the last id you have)"]})
+    if wait:
+        result = await actions.wait_for_messages(services, caller.user_id, f, page_size, wait)
+    else:
+        result = await actions.read_messages(services, caller.user_id, f, page, page_size)
     return MessagePage(
         meta=_meta(f, page, page_size, result.count, took_ms(request)),
         messages=[message_out(m) for m in result.messages],

@@ -34,3 +34,4 @@ KEY_REUSED = problem("Idempotency-Key reused", 422, "Key already used with anoth
 
 COMMON = {400: INVALID, 413: TOO_LARGE, 415: NOT_JSON}
 AUTHED = {**COMMON, 401: UNAUTHENTICATED}
+NOT_ACCEPTABLE = problem("Not acceptable", 406, "Ask for Accept: text/event-stream")

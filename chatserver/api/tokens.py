@@ -25,7 +25,8 @@ async def issue_token(
 ) -> TokenOut:
     """Exchange a username (or email) and password for a Bearer token."""
     token, user = await actions.issue_token(services, data)
-    return TokenOut(token=token, user=user_out(user, viewer_id=user.id))
+    online = await services.hub.presence.online(user.id)
+    return TokenOut(token=token, user=user_out(user, viewer_id=user.id, online=online))
 
 
 @delete("/", status_code=204, responses=docs.AUTHED)

@@ -28,7 +28,7 @@ async def create_user(
 ) -> UserOut:
     """Create a user (no authentication needed)."""
     user = await actions.create_user(services, data)
-    return user_out(user, viewer_id=user.id)
+    return user_out(user, viewer_id=user.id, online=False)
 
 
 @get("/", responses={**docs.AUTHED, 404: docs.NOT_FOUND})
@@ -50,7 +50,8 @@ async def get_user(
             user = await store.get_user(conn, caller.user_id if user_id is None else user_id)
     if user is None:
         raise NotFound("There is no such user")
-    return user_out(user, viewer_id=caller.user_id)
+    online = await services.hub.presence.online(user.id)
+    return user_out(user, viewer_id=caller.user_id, online=online)
 
 
 @delete("/", status_code=204, responses=docs.AUTHED)

@@ -1,0 +1,229 @@
+"""/api/v1/stream — the live event stream, over WebSocket or Server-Sent Events.
+
+Both serve the same feed (see streams.py): replay from ``after_id``, then live events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, WebSocket, get, websocket
+from litestar.exceptions import WebSocketDisconnect
+from litestar.params import Parameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from chatserver.api import docs
+from chatserver.api.deps import Caller, authenticate
+from chatserver.errors import ChatError, InvalidInput, NotAuthenticated
+from chatserver.hub import CLOSE_REVOKED, StreamHandle
+from chatserver.schemas import MAX_ID
+from chatserver.services import Services
+from chatserver.streams import Feed, StreamEvent, StreamUnavailable, subscription
+
+AUTH_TIMEOUT_SECONDS = 5.0
+MAX_FRAME_BYTES = 64 * 1024
+SSE_KEEPALIVE_SECONDS = 15.0
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN = 1013
+CLOSE_UNAVAILABLE = 1011
+
+
+class AuthFrame(msgspec.Struct, tag="auth", tag_field="type"):
+    token: str
+    after_id: Annotated[int, msgspec.Meta(ge=0, le=MAX_ID)] | None = None
+
+
+_decode_auth = msgspec.json.Decoder(AuthFrame).decode
+_encode = msgspec.json.Encoder().encode
+
+
+def error_event(code: str, detail: str) -> str:
+    return _encode({"type": "error", "code": code, "detail": detail}).decode()
+
+
+# ---------------------------------------------------------------- WebSocket
+
+
+@websocket("/api/v1/stream")
+async def stream_socket(
+    socket: WebSocket[Any, Any, Any],
+    services: Services,
+    after_id: Annotated[int | None, Parameter(ge=0, le=MAX_ID)] = None,
+) -> None:
+    """Live events over WebSocket (Bearer header, or a first frame {"type": "auth", …})."""
+    # Accept first: a refusal before accepting reaches most clients as a bare HTTP 403.
+    await socket.accept()
+    try:
+        caller, after_id = await _authenticate_socket(socket, services, after_id)
+    except (NotAuthenticated, TimeoutError, WebSocketDisconnect):
+        await _close(socket, CLOSE_REVOKED)
+        return
+    handle = StreamHandle(caller.user_id, caller.token_hash)
+    await services.hub.open(handle)
+    try:
+        async with subscription(services.events.channels, caller.user_id) as sub:
+            feed = Feed(services, sub, caller.user_id, after_id or 0)
+            code = await _serve_socket(socket, feed, handle, sub.subscriber.overflowed)
+    except StreamUnavailable:
+        code = CLOSE_UNAVAILABLE
+    finally:
+        await services.hub.close(handle)
+    if code is not None:
+        await _close(socket, code)
+
+
+async def _authenticate_socket(
+    socket: WebSocket[Any, Any, Any], services: Services, after_id: int | None
+) -> tuple[Caller, int | None]:
+    header = socket.headers.get("authorization")
+    if header:
+        return await authenticate(services, header), after_id
+    async with asyncio.timeout(AUTH_TIMEOUT_SECONDS):
+        frame = await socket.receive_data("text")
+    try:
+        auth = _decode_auth(frame)
+    except msgspec.DecodeError:
+        raise NotAuthenticated("the first frame must be {'type': 'auth', 'token': …}") from None
+    caller = await authenticate(services, f"Bearer {auth.token}")
+    return caller, auth.after_id if auth.after_id is not None else after_id
+
+
+async def _serve_socket(
+    socket: WebSocket[Any, Any, Any], feed: Feed, handle: StreamHandle, overflowed: asyncio.Event
+) -> int | None:
+    """Run until something ends the stream; return the close code to send (None: gone)."""
+    sender = asyncio.create_task(_send_events(socket, feed))
+    reader = asyncio.create_task(_read_frames(socket))
+    lagging = asyncio.create_task(overflowed.wait())
+    tasks: set[asyncio.Future[Any]] = {sender, reader, lagging, handle.closed}
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sender, reader, lagging):
+            task.cancel()
+    if handle.closed in done:
+        return handle.closed.result()
+    if lagging in done:
+        return CLOSE_TRY_AGAIN
+    if reader in done and not reader.cancelled() and reader.exception() is None:
+        return reader.result()
+    return None  # the client went away (or a send failed because it did)
+
+
+async def _send_events(socket: WebSocket[Any, Any, Any], feed: Feed) -> None:
+    while True:
+        event = await feed.next()
+        await socket.send_data(event.payload, mode="text")
+
+
+async def _read_frames(socket: WebSocket[Any, Any, Any]) -> int | None:
+    """Answer client frames with an error event; return 1009 for an oversized frame."""
+    while True:
+        message = await socket.receive()
+        if message["type"] == "websocket.disconnect":
+            return None
+        data: str | bytes = message.get("text") or message.get("bytes") or ""  # type: ignore[assignment]
+        size = len(data.encode() if isinstance(data, str) else data)
+        if size > MAX_FRAME_BYTES:
+            return CLOSE_TOO_BIG
+        if _is_auth_frame(data):
+            continue  # a repeated auth frame is harmless
+        await socket.send_data(error_event("unsupported-frame", _frame_problem(data)))
+
+
+def _is_auth_frame(data: str | bytes) -> bool:
+    try:
+        _decode_auth(data)
+    except msgspec.DecodeError:
+        return False
+    return True
+
+
+def _frame_problem(data: str | bytes) -> str:
+    try:
+        msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return "frames must be JSON; this stream only accepts {'type': 'auth'} frames"
+    return "send messages with POST /api/v1/chats/; the stream only carries server events"
+
+
+async def _close(socket: WebSocket[Any, Any, Any], code: int) -> None:
+    with contextlib.suppress(Exception):  # the peer may already be gone
+        await socket.close(code)
+
+
+# ---------------------------------------------------------------- Server-Sent Events
+
+
+@get("/api/v1/stream", responses={**docs.AUTHED, 406: docs.NOT_ACCEPTABLE})
+async def stream_sse(
+    request: Request[Any, Any, Any],
+    services: Services,
+    caller: Caller,
+    after_id: Annotated[int | None, Parameter(ge=0, le=MAX_ID)] = None,
+    last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID")] = None,
+) -> ServerSentEvent:
+    """Live events as Server-Sent Events (Accept: text/event-stream); resumable."""
+    if "text/event-stream" not in request.headers.get("accept", ""):
+        raise NotAcceptable("Ask for 'Accept: text/event-stream', or open a WebSocket here")
+    cursor = _resume_point(after_id, last_event_id)
+    return ServerSentEvent(_sse_events(services, caller, cursor))
+
+
+class NotAcceptable(ChatError):
+    status = 406
+    code = "not-acceptable"
+    title = "Not acceptable"
+
+
+def _resume_point(after_id: int | None, last_event_id: str | None) -> int:
+    if last_event_id is None:
+        return after_id or 0
+    if not last_event_id.isdigit() or int(last_event_id) > MAX_ID:
+        raise InvalidInput({"Last-Event-ID": ["must be a message id"]})
+    return int(last_event_id)
+
+
+async def _sse_events(
+    services: Services, caller: Caller, after_id: int
+) -> AsyncIterator[ServerSentEventMessage]:
+    handle = StreamHandle(caller.user_id, caller.token_hash)
+    await services.hub.open(handle)
+    try:
+        async with subscription(services.events.channels, caller.user_id) as sub:
+            feed = Feed(services, sub, caller.user_id, after_id)
+            async for message in _sse_messages(feed, handle, sub.subscriber.overflowed):
+                yield message
+    except StreamUnavailable:
+        return
+    finally:
+        await services.hub.close(handle)
+
+
+async def _sse_messages(
+    feed: Feed, handle: StreamHandle, overflowed: asyncio.Event
+) -> AsyncIterator[ServerSentEventMessage]:
+    """Events as SSE messages, a keep-alive comment when idle, until the stream must end."""
+    pending: asyncio.Future[StreamEvent] | None = None
+    try:
+        while not handle.closed.done() and not overflowed.is_set():
+            pending = pending or asyncio.ensure_future(feed.next())
+            waiting: set[asyncio.Future[Any]] = {pending, handle.closed}
+            await asyncio.wait(
+                waiting,
+                timeout=SSE_KEEPALIVE_SECONDS,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not pending.done():
+                if not handle.closed.done():
+                    yield ServerSentEventMessage(comment="keep-alive", data=None)
+                continue
+            event, pending = pending.result(), None
+            yield ServerSentEventMessage(data=event.payload, id=event.message_id)
+    finally:
+        if pending is not None:
+            pending.cancel()
