@@ -8,7 +8,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from chatserver.config import ENV_NAMES, ConfigError, Settings, redact, settings_from_env
+from chatserver.config import (
+    ENV_NAMES,
+    SERVERS,
+    ConfigError,
+    Settings,
+    redact,
+    settings_from_env,
+)
 from chatserver.logs import configure_logging
 
 
@@ -19,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (CHAT_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (CHAT_PORT, default 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (CHAT_WORKERS, default 1)")
+    serve.add_argument("--server", choices=SERVERS, help="HTTP server (CHAT_SERVER, granian)")
     _common(serve)
     _common(commands.add_parser("migrate", help="apply pending migrations and exit"))
     bulk = commands.add_parser("bulk-load", help="insert many messages fast (benchmarks)")
@@ -75,13 +83,39 @@ def _migrate(settings: Settings) -> None:
 
 
 def _serve(settings: Settings) -> None:
-    from granian import Granian
-
     # Workers are separate processes: they read the final settings from the environment.
     for name, var in ENV_NAMES.items():
         value = getattr(settings, name)
         if value is not None:
             os.environ[var] = str(value)
+    if settings.server == "uvicorn":
+        _serve_uvicorn(settings)
+    else:
+        _serve_granian(settings)
+
+
+def _serve_uvicorn(settings: Settings) -> None:
+    import uvicorn
+
+    from chatserver.api.stream import MAX_FRAME_BYTES
+
+    uvicorn.run(
+        "chatserver.asgi:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level.lower(),
+        ws_ping_interval=settings.ws_ping_interval,
+        ws_ping_timeout=settings.ws_ping_timeout,
+        ws_max_size=MAX_FRAME_BYTES,
+        backlog=2048,
+    )
+
+
+def _serve_granian(settings: Settings) -> None:
+    from granian import Granian
+
     Granian(
         "chatserver.asgi:app_from_env",
         address=settings.host,

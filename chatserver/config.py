@@ -29,6 +29,11 @@ class Settings:
     port: int = 8000
     workers: int = 1
     log_level: str = "info"
+    # granian is the faster HTTP server; uvicorn sends WebSocket protocol pings (granian
+    # cannot yet), so it is the one to pick where idle sockets cross NATs and proxies.
+    server: str = "granian"
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
     # Bodies larger than this are refused with 413 before they are read whole.
     max_body_bytes: int = 64 * 1024
     # How long an Idempotency-Key is remembered (the contract says at least 24 h).
@@ -60,7 +65,11 @@ ENV_NAMES = {
     "port": "CHAT_PORT",
     "workers": "CHAT_WORKERS",
     "log_level": "CHAT_LOG_LEVEL",
+    "server": "CHAT_SERVER",
+    "ws_ping_interval": "CHAT_WS_PING_INTERVAL",
+    "ws_ping_timeout": "CHAT_WS_PING_TIMEOUT",
 }
+SERVERS = ("granian", "uvicorn")
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
@@ -74,6 +83,8 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
             continue
         if types[name] == "int":
             values[name] = parse_int(var, raw)
+        elif types[name] == "float":
+            values[name] = parse_float(var, raw)
         else:
             values[name] = raw
     return Settings(**values)
@@ -84,6 +95,13 @@ def parse_int(name: str, raw: str) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def parse_float(name: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
 def database_scheme(url: str) -> str:
@@ -117,6 +135,10 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"CHAT_PORT must be between 1 and 65535, got {settings.port}")
     if settings.workers < 1:
         raise ConfigError(f"CHAT_WORKERS must be at least 1, got {settings.workers}")
+    if settings.server not in SERVERS:
+        raise ConfigError(f"CHAT_SERVER must be one of {', '.join(SERVERS)}")
+    if not settings.ws_ping_interval > 0 or not settings.ws_ping_timeout > 0:
+        raise ConfigError("CHAT_WS_PING_INTERVAL and CHAT_WS_PING_TIMEOUT must be positive")
     if settings.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"CHAT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 from typing import Any
 
 import msgspec
@@ -39,6 +41,10 @@ class Problem(msgspec.Struct, omit_defaults=True):
     request_id: str | msgspec.UnsetType = msgspec.UNSET
 
 
+# msgspec names a missing field only in its message, not in the error's location.
+MISSING_FIELD_RE = re.compile(r"missing required field `([^`]+)`")
+
+
 def problem_response(
     status: int, code: str, title: str, detail: str, **extra: Any
 ) -> Response[Problem]:
@@ -58,17 +64,30 @@ def handle_chat_error(_: Request[Any, Any, Any], exc: ChatError) -> Response[Pro
     return problem_response(exc.status, exc.code, exc.title, exc.detail, errors=errors)
 
 
-def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     code, title = FRAMEWORK_TITLES.get(exc.status_code, ("http-error", "HTTP error"))
     if exc.status_code >= 500:
-        return handle_unexpected(_, exc)
+        return handle_unexpected(request, exc)
     if isinstance(exc, ValidationException):
-        return _validation_problem(exc)
+        return _validation_problem(request, exc)
     generic = not exc.detail or exc.detail.lower() == title.lower()
     detail = _default_detail(exc.status_code) if generic else exc.detail
     headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
+    headers.update(_router_request_id(request))
     errors = {"body": [detail]} if exc.status_code == 400 else msgspec.UNSET
     return problem_response(exc.status_code, code, title, detail, headers=headers, errors=errors)
+
+
+def _router_request_id(request: Request[Any, Any, Any]) -> dict[str, str]:
+    """An X-Request-ID for errors the router raises (404, 405) before any middleware runs.
+
+    Requests that reached a route already have one: the request middleware adds it.
+    """
+    state = request.scope.setdefault("state", {})
+    if "request_id" in state:
+        return {}
+    state["request_id"] = secrets.token_hex(8)
+    return {"X-Request-ID": state["request_id"]}
 
 
 def _default_detail(status: int) -> str:
@@ -79,12 +98,16 @@ def _default_detail(status: int) -> str:
     }.get(status, "The request could not be processed")
 
 
-def _validation_problem(exc: ValidationException) -> Response[Problem]:
+def _validation_problem(
+    request: Request[Any, Any, Any], exc: ValidationException
+) -> Response[Problem]:
     errors: dict[str, list[str]] = {}
     for item in exc.extra if isinstance(exc.extra, list) else []:
         key = str(item.get("key") or "body") if isinstance(item, dict) else "body"
         message = str(item.get("message")) if isinstance(item, dict) else str(item)
-        errors.setdefault(_field_name(key), []).append(message)
+        if missing := MISSING_FIELD_RE.search(message):
+            key = missing.group(1)
+        errors.setdefault(_public_name(request, _field_name(key)), []).append(message)
     fields = ", ".join(sorted(errors)) or "body"
     detail = f"Invalid value for: {fields}" if errors else str(exc.detail)
     return problem_response(400, "invalid-input", "Invalid input", detail, errors=errors or {})
@@ -97,7 +120,29 @@ def _field_name(key: str) -> str:
     return key.removeprefix("$.").split(".", 1)[0].split("[", 1)[0] or "body"
 
 
+def _public_name(request: Request[Any, Any, Any], name: str) -> str:
+    """The name a client used for a route parameter (``with`` for ``with_user``)."""
+    try:
+        parameter = request.route_handler.parsed_fn_signature.parameters.get(name)
+    except Exception:  # no route (the router failed) or no such parameter
+        return name
+    kwarg = getattr(parameter, "kwarg_definition", None)
+    alias = getattr(kwarg, "query", None) or getattr(kwarg, "header", None)
+    return str(alias) if alias else name
+
+
+def handle_too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Problem]:
+    """msgspec gives up on absurdly nested JSON with a RecursionError: bad input, not a 500."""
+    if "deserializing" not in str(exc):
+        return handle_unexpected(request, exc)
+    detail = "The JSON body is nested too deeply"
+    return problem_response(
+        400, "invalid-input", "Invalid input", detail, errors={"body": [detail]}
+    )
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    headers = _router_request_id(request)
     request_id = str(request.scope.get("state", {}).get("request_id", "-"))
     log.exception(
         "unhandled error in %s %s [request %s]",
@@ -112,11 +157,13 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
         "Internal server error",
         "The server failed to handle this request; it has been logged",
         request_id=request_id,
+        headers=headers,
     )
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ChatError: handle_chat_error,
     HTTPException: handle_http_exception,
+    RecursionError: handle_too_deep,
     Exception: handle_unexpected,
 }
