@@ -88,7 +88,8 @@ def _parse_basic(value: str) -> BasicCredentials:
     except (binascii.Error, UnicodeDecodeError):
         raise NotAuthenticated("Malformed Basic credentials") from None
     username, sep, password = decoded.partition(":")
-    if not sep:
+    # No account has a NUL in its name or password, and PostgreSQL cannot even compare one.
+    if not sep or "\x00" in decoded:
         raise NotAuthenticated("Malformed Basic credentials")
     return BasicCredentials(username, password)
 

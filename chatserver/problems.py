@@ -141,6 +141,14 @@ def handle_too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Res
     )
 
 
+def handle_not_utf8(request: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[Problem]:
+    """msgspec reports invalid UTF-8 inside a JSON string this way, not as a DecodeError."""
+    detail = "The request is not valid UTF-8"
+    return problem_response(
+        400, "invalid-input", "Invalid input", detail, errors={"body": [detail]}
+    )
+
+
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     headers = _router_request_id(request)
     request_id = str(request.scope.get("state", {}).get("request_id", "-"))
@@ -165,5 +173,6 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ChatError: handle_chat_error,
     HTTPException: handle_http_exception,
     RecursionError: handle_too_deep,
+    UnicodeDecodeError: handle_not_utf8,
     Exception: handle_unexpected,
 }

@@ -12,7 +12,7 @@ from chatserver import actions, store
 from chatserver.api import docs
 from chatserver.api.deps import Caller
 from chatserver.errors import InvalidInput, NotFound
-from chatserver.schemas import MAX_ID, NewUser, UserOut
+from chatserver.schemas import MAX_ID, NewUser, UserOut, bad_text
 from chatserver.services import Services
 from chatserver.views import user_out
 
@@ -43,6 +43,8 @@ async def get_user(
     """Get a user by id or username; with neither, the caller."""
     if user_id is not None and username is not None:
         raise InvalidInput({"user_id": ["give user_id or username, not both"]})
+    if username is not None and (why := bad_text(username)) is not None:
+        raise InvalidInput({"username": [why]})
     async with services.db.read() as conn:
         if username is not None:
             user = await store.find_user_by_username(conn, username.casefold())
