@@ -20,7 +20,6 @@ from redis.asyncio import Redis
 
 from chatserver import store
 from chatserver.api import chats, health, stream, tokens, users
-from chatserver.api.deps import DEPENDENCIES
 from chatserver.auth import TokenCache
 from chatserver.config import Settings
 from chatserver.db import open_database
@@ -54,7 +53,6 @@ def create_app(settings: Settings) -> Litestar:
             health.healthz,
             health.openapi_document,
         ],
-        dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[DefineMiddleware(RequestContextMiddleware)],
         lifespan=[lifespan],

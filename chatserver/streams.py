@@ -53,6 +53,11 @@ class BoundedSubscriber(Subscriber):
             self.overflowed.set()
         return accepted
 
+    async def put(self, item: bytes | None) -> None:
+        """Never wait: ``ChannelsPlugin.unsubscribe`` puts a stop sentinel with ``put``,
+        which would block forever on the full queue of a lagging stream."""
+        self.put_nowait(item)
+
     async def get(self) -> bytes | None:
         return await self._queue.get()
 

@@ -11,7 +11,7 @@ from litestar.params import Body, Parameter
 
 from chatserver import actions
 from chatserver.api import docs
-from chatserver.api.deps import Caller, took_ms
+from chatserver.api.deps import caller_of, services_of, took_ms
 from chatserver.errors import InvalidInput
 from chatserver.schemas import (
     MAX_ID,
@@ -20,7 +20,6 @@ from chatserver.schemas import (
     PageMeta,
     check_message,
 )
-from chatserver.services import Services
 from chatserver.store import MessageFilter
 from chatserver.views import message_out
 
@@ -53,8 +52,7 @@ IdParam = Annotated[int | None, Parameter(ge=0, le=MAX_ID)]
     responses={**docs.AUTHED, 404: docs.NOT_FOUND, 422: docs.KEY_REUSED},
 )
 async def send_message(
-    services: Services,
-    caller: Caller,
+    request: Request[Any, Any, Any],
     data: Annotated[NewMessage, Body(examples=[SEND_EXAMPLE])],
     idempotency_key: Annotated[
         str | None,
@@ -65,6 +63,8 @@ async def send_message(
     ] = None,
 ) -> Response[bytes]:
     """Send a message to a user; durable when the 201 arrives."""
+    services = services_of(request)
+    caller = await caller_of(request)
     if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(idempotency_key):
         raise InvalidInput({"Idempotency-Key": ["1–255 visible ASCII characters"]})
     check_message(data.message)
@@ -75,8 +75,6 @@ async def send_message(
 @get("/", responses=docs.AUTHED, response_description="A page of messages")
 async def read_messages(
     request: Request[Any, Any, Any],
-    services: Services,
-    caller: Caller,
     page: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 1,
     page_size: Annotated[int, Parameter(ge=1, le=100)] = 10,
     with_user: Annotated[
@@ -97,6 +95,8 @@ async def read_messages(
     ] = 0,
 ) -> MessagePage:
     """The latest messages sent to me, newest first (paginated; filters and cursors combine)."""
+    services = services_of(request)
+    caller = await caller_of(request)
     f = MessageFilter(caller.user_id, with_user, unread, before_id, after_id)
     if wait and after_id is None:
         raise InvalidInput({"wait": ["long-polling needs after_id (the last id you have)"]})

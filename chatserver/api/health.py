@@ -8,14 +8,15 @@ from typing import Any
 
 from litestar import Request, Response, get
 
-from chatserver.services import Services
+from chatserver.api.deps import services_of
 
 log = logging.getLogger("chatserver")
 
 
 @get("/healthz", security=[], tags=["operations"])
-async def healthz(services: Services) -> Response[dict[str, str]]:
+async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
     """200 when the database answers, 503 when it does not."""
+    services = services_of(request)
     try:
         await asyncio.wait_for(services.db.ping(), timeout=2)
     except Exception as exc:  # any failure to answer is "unhealthy", never a 500

@@ -17,7 +17,7 @@ from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from chatserver.api import docs
-from chatserver.api.deps import Caller, authenticate
+from chatserver.api.deps import Caller, authenticate, caller_of, services_of
 from chatserver.errors import ChatError, InvalidInput, NotAuthenticated
 from chatserver.hub import CLOSE_REVOKED, StreamHandle
 from chatserver.schemas import MAX_ID
@@ -51,10 +51,10 @@ def error_event(code: str, detail: str) -> str:
 @websocket("/api/v1/stream")
 async def stream_socket(
     socket: WebSocket[Any, Any, Any],
-    services: Services,
     after_id: Annotated[int | None, Parameter(ge=0, le=MAX_ID)] = None,
 ) -> None:
     """Live events over WebSocket (Bearer header, or a first frame {"type": "auth", …})."""
+    services = services_of(socket)
     # Accept first: a refusal before accepting reaches most clients as a bare HTTP 403.
     await socket.accept()
     try:
@@ -162,12 +162,12 @@ async def _close(socket: WebSocket[Any, Any, Any], code: int) -> None:
 @get("/api/v1/stream", responses={**docs.AUTHED, 406: docs.NOT_ACCEPTABLE})
 async def stream_sse(
     request: Request[Any, Any, Any],
-    services: Services,
-    caller: Caller,
     after_id: Annotated[int | None, Parameter(ge=0, le=MAX_ID)] = None,
     last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID")] = None,
 ) -> ServerSentEvent:
     """Live events as Server-Sent Events (Accept: text/event-stream); resumable."""
+    services = services_of(request)
+    caller = await caller_of(request)
     if "text/event-stream" not in request.headers.get("accept", ""):
         raise NotAcceptable("Ask for 'Accept: text/event-stream', or open a WebSocket here")
     cursor = _resume_point(after_id, last_event_id)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Router, delete, post
+from litestar import Request, Router, delete, post
 from litestar.openapi.spec import Example
 from litestar.params import Body
 
 from chatserver import actions
 from chatserver.api import docs
-from chatserver.api.deps import Caller
+from chatserver.api.deps import caller_of, services_of
 from chatserver.errors import InvalidInput
 from chatserver.schemas import Login, TokenOut
-from chatserver.services import Services
 from chatserver.views import user_out
 
 LOGIN_EXAMPLE = Example(summary="Log in", value={"username": "john", "password": "s3cret-pass"})
@@ -21,17 +20,20 @@ LOGIN_EXAMPLE = Example(summary="Log in", value={"username": "john", "password":
 
 @post("/", status_code=200, responses={**docs.COMMON, 401: docs.UNAUTHENTICATED}, security=[])
 async def issue_token(
-    services: Services, data: Annotated[Login, Body(examples=[LOGIN_EXAMPLE])]
+    request: Request[Any, Any, Any], data: Annotated[Login, Body(examples=[LOGIN_EXAMPLE])]
 ) -> TokenOut:
     """Exchange a username (or email) and password for a Bearer token."""
+    services = services_of(request)
     token, user = await actions.issue_token(services, data)
     online = await services.hub.presence.online(user.id)
     return TokenOut(token=token, user=user_out(user, viewer_id=user.id, online=online))
 
 
 @delete("/", status_code=204, responses=docs.AUTHED)
-async def revoke_token(services: Services, caller: Caller) -> None:
+async def revoke_token(request: Request[Any, Any, Any]) -> None:
     """Revoke the Bearer token that made this request."""
+    services = services_of(request)
+    caller = await caller_of(request)
     if caller.token_hash is None:
         raise InvalidInput({"authorization": ["revoke needs a Bearer token, not Basic"]})
     await actions.revoke_token(services, caller.user_id, caller.token_hash)

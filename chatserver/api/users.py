@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Router, delete, get, post
+from litestar import Request, Router, delete, get, post
 from litestar.openapi.spec import Example
 from litestar.params import Body, Parameter
 
 from chatserver import actions, store
 from chatserver.api import docs
-from chatserver.api.deps import Caller
+from chatserver.api.deps import caller_of, services_of
 from chatserver.errors import InvalidInput, NotFound
 from chatserver.schemas import MAX_ID, NewUser, UserOut, bad_text
-from chatserver.services import Services
 from chatserver.views import user_out
 
 SIGN_UP_EXAMPLE = Example(
@@ -24,23 +23,25 @@ SIGN_UP_EXAMPLE = Example(
 
 @post("/", status_code=201, responses={**docs.COMMON, 409: docs.CONFLICT}, security=[])
 async def create_user(
-    services: Services, data: Annotated[NewUser, Body(examples=[SIGN_UP_EXAMPLE])]
+    request: Request[Any, Any, Any], data: Annotated[NewUser, Body(examples=[SIGN_UP_EXAMPLE])]
 ) -> UserOut:
     """Create a user (no authentication needed)."""
+    services = services_of(request)
     user = await actions.create_user(services, data)
     return user_out(user, viewer_id=user.id, online=False)
 
 
 @get("/", responses={**docs.AUTHED, 404: docs.NOT_FOUND})
 async def get_user(
-    services: Services,
-    caller: Caller,
+    request: Request[Any, Any, Any],
     user_id: Annotated[int | None, Parameter(ge=1, le=MAX_ID, description="A user's id")] = None,
     username: Annotated[
         str | None, Parameter(max_length=254, description="Exact username, any case")
     ] = None,
 ) -> UserOut:
     """Get a user by id or username; with neither, the caller."""
+    services = services_of(request)
+    caller = await caller_of(request)
     if user_id is not None and username is not None:
         raise InvalidInput({"user_id": ["give user_id or username, not both"]})
     if username is not None and (why := bad_text(username)) is not None:
@@ -57,8 +58,10 @@ async def get_user(
 
 
 @delete("/", status_code=204, responses=docs.AUTHED)
-async def delete_me(services: Services, caller: Caller) -> None:
+async def delete_me(request: Request[Any, Any, Any]) -> None:
     """Delete the caller's account: tokens, received messages; sent messages stay."""
+    services = services_of(request)
+    caller = await caller_of(request)
     await actions.delete_user(services, caller.user_id)
 
 
