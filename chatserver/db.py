@@ -24,6 +24,7 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from chatserver.config import database_scheme, sqlite_path
+from chatserver.errors import Unavailable
 
 Row = Sequence[Any]
 
@@ -125,6 +126,8 @@ class SqliteConn:
             if "UNIQUE" in str(exc):
                 raise UniqueViolation(str(exc)) from exc
             raise
+        except sqlite3.OperationalError as exc:  # locked past busy_timeout, I/O error, disk full
+            raise Unavailable(f"The database cannot be used right now: {exc}") from exc
 
 
 class SqliteDatabase:
@@ -181,8 +184,9 @@ class SqliteDatabase:
             except Exception as exc:  # disk full, I/O error: every writer in the batch fails
                 if self._write_conn.in_transaction:
                     self._write_conn.execute("ROLLBACK")
+                failure = Unavailable(f"The database could not commit: {exc}")
                 for future in batch:
-                    future.set_exception(exc)
+                    future.set_exception(failure)
             else:
                 for future in batch:
                     future.set_result(None)
@@ -234,6 +238,8 @@ class PgConn:
             return await awaitable
         except asyncpg.UniqueViolationError as exc:
             raise UniqueViolation(str(exc)) from exc
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            raise Unavailable("The database cannot be reached right now") from exc
 
 
 class PostgresDatabase:
@@ -251,13 +257,26 @@ class PostgresDatabase:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Conn]:
-        async with self._pool.acquire() as conn:
+        async with self._acquire() as conn:
             yield PgConn(conn)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._acquire() as conn, conn.transaction():
             yield PgConn(conn)
+
+    @asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[Any]:
+        import asyncpg
+
+        try:
+            connection = await self._pool.acquire()
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            raise Unavailable("The database cannot be reached right now") from exc
+        try:
+            yield connection
+        finally:
+            await self._pool.release(connection)
 
     async def ping(self) -> None:
         async with self.read() as conn:

@@ -52,6 +52,14 @@ class Conflict(ChatError):
     title = "Conflict"
 
 
+class Unavailable(ChatError):
+    """The database cannot be reached right now; the request changed nothing, retry later."""
+
+    status = 503
+    code = "unavailable"
+    title = "Service unavailable"
+
+
 class IdempotencyMismatch(ChatError):
     status = 422
     code = "idempotency-key-reused"
