@@ -150,20 +150,13 @@ async def read_messages(
     """A page of the caller's messages; marks what it returns as received (the spec's rule)."""
     offset = 0 if f.has_cursor else (page - 1) * page_size
     async with s.db.read() as conn:
-        count = await store.count_messages(conn, f)
-        rows = await _read_rows(conn, f, count, offset, page_size)
+        if f.is_plain_inbox and not f.has_cursor:
+            count, rows = await store.inbox_page(conn, f.user_id, offset, page_size)
+        else:
+            count = await store.count_messages(conn, f)
+            rows = await store.list_messages(conn, f, page_size, offset) if offset < count else []
     rows = await _mark_fetched(s, user_id, rows)
     return Page(count, rows)
-
-
-async def _read_rows(
-    conn: Conn, f: store.MessageFilter, count: int, offset: int, limit: int
-) -> list[store.MessageRow]:
-    if offset >= count:
-        return []
-    if f.is_plain_inbox and not f.has_cursor:
-        return await store.list_inbox_page(conn, f.user_id, count - offset, limit)
-    return await store.list_messages(conn, f, limit, offset)
 
 
 async def _mark_fetched(

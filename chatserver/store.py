@@ -215,22 +215,32 @@ async def list_messages(conn: Conn, f: MessageFilter, limit: int, offset: int) -
     return [MessageRow(*row) for row in await conn.fetch_all(sql, *args, limit, offset)]
 
 
-async def list_inbox_page(
-    conn: Conn, user_id: int, newest_seq: int, limit: int
-) -> list[MessageRow]:
-    """An inbox page by sequence number: an index range however deep the page is."""
-    sql = (
-        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE recipient_id = $1"
-        " AND recipient_seq <= $2 AND recipient_seq > $3 ORDER BY recipient_seq DESC"
+async def inbox_page(
+    conn: Conn, user_id: int, offset: int, limit: int
+) -> tuple[int, list[MessageRow]]:
+    """The inbox count and a page of it, newest first, in one statement.
+
+    The page is a range of recipient sequence numbers counted down from the user's
+    ``received_count``: an index range however deep the page is.
+    """
+    rows = await conn.fetch_all(
+        "SELECT u.received_count, m.id, m.sender_id, m.recipient_id, m.body, m.sent_at,"
+        " m.received_at FROM users u LEFT JOIN messages m ON m.recipient_id = u.id"
+        " AND m.recipient_seq <= u.received_count - $2"
+        " AND m.recipient_seq > u.received_count - $2 - $3"
+        " WHERE u.id = $1 ORDER BY m.recipient_seq DESC",
+        user_id,
+        offset,
+        limit,
     )
-    rows = await conn.fetch_all(sql, user_id, newest_seq, newest_seq - limit)
-    return [MessageRow(*row) for row in rows]
+    if not rows:
+        return 0, []
+    messages = [MessageRow(*row[1:]) for row in rows if row[1] is not None]
+    return int(rows[0][0]), messages
 
 
 async def count_messages(conn: Conn, f: MessageFilter) -> int:
     """How many messages match; O(1)/O(log n) for the common shapes, a count otherwise."""
-    if f.is_plain_inbox and not f.has_cursor:
-        return await _user_counter(conn, f.user_id, "received_count")
     if f.with_user is None and f.unread and not f.has_cursor:
         return await _user_counter(conn, f.user_id, "unread_count")
     if f.is_plain_inbox and (f.before_id is None) != (f.after_id is None):
