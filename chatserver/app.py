@@ -43,16 +43,15 @@ def create_app(settings: Settings) -> Litestar:
             app.state.services = await _start_services(settings, stack)
             yield
 
+    handlers: list[Any] = [
+        users.router,
+        tokens.router,
+        chats.router,
+        *stream.HANDLERS,
+        *health.HANDLERS,
+    ]
     return Litestar(
-        route_handlers=[
-            users.router,
-            tokens.router,
-            chats.router,
-            stream.stream_socket,
-            stream.stream_sse,
-            health.healthz,
-            health.openapi_document,
-        ],
+        route_handlers=handlers,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[DefineMiddleware(RequestContextMiddleware)],
         lifespan=[lifespan],
@@ -102,6 +101,29 @@ async def _purge_idempotency_keys(services: Services) -> None:
         await asyncio.sleep(PURGE_INTERVAL_SECONDS)
 
 
+API_DESCRIPTION = """A direct-message chat server.
+
+**Errors** are RFC 9457 `application/problem+json`: `type`, `title`, `status`, `detail`, and
+for invalid fields `errors: {field: [message, …]}`. Besides the responses listed per route,
+any path answers 404 when it does not exist and 405 for a method it does not support; every
+response carries `X-Request-ID`.
+
+**Authentication**: `Authorization: Bearer <token>` (from `POST /api/v1/auth/token/`) or
+`Authorization: Basic <base64 username:password>`; failures answer 401 with
+`WWW-Authenticate`.
+
+**Live stream (WebSocket)** — `GET /api/v1/stream` with an upgrade: authenticate with the
+Bearer header or a first text frame `{"type": "auth", "token": "…", "after_id": 0}` within
+5 s (else close code 4401). Server events, one JSON object per text frame:
+`{"type": "message", "message": {…}}` for every message to or from you, and
+`{"type": "received", "message_ids": […], "by": <user id>, "at": "…"}` when your messages
+are fetched. `?after_id=` replays what you missed, oldest first, then goes live (no gap, no
+duplicate). Other client frames get `{"type": "error", …}`; frames over 64 KiB close with
+1009; a client too slow to read is closed with 1013 and resumes with `after_id`; revoking
+the token or deleting the user closes with 4401.
+"""
+
+
 def _openapi_config() -> OpenAPIConfig:
     schemes: dict[str, Any] = {
         "bearer": SecurityScheme(
@@ -112,7 +134,7 @@ def _openapi_config() -> OpenAPIConfig:
     return OpenAPIConfig(
         title="chatserver",
         version="1.0.0",
-        description="A direct-message chat server. Errors are RFC 9457 problem+json.",
+        description=API_DESCRIPTION,
         path="/docs",
         render_plugins=[SwaggerRenderPlugin(path="/")],
         components=Components(security_schemes=schemes),

@@ -6,6 +6,7 @@ import re
 from typing import Annotated, Any
 
 from litestar import Request, Response, Router, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Body, Parameter
 
@@ -43,13 +44,20 @@ PAGE_EXAMPLE = Example(
     },
 )
 
+PAGE_RESPONSE = ResponseSpec(
+    data_container=MessagePage,
+    description="A page of messages, in the seed's documented shape",
+    generate_examples=False,
+    examples=[PAGE_EXAMPLE],
+)
+
 IdParam = Annotated[int | None, Parameter(ge=0, le=MAX_ID)]
 
 
 @post(
     "/",
     status_code=201,
-    responses={**docs.AUTHED, 404: docs.NOT_FOUND, 422: docs.KEY_REUSED},
+    responses={**docs.WITH_BODY, **docs.AUTHED, 404: docs.NOT_FOUND, 422: docs.KEY_REUSED},
 )
 async def send_message(
     request: Request[Any, Any, Any],
@@ -72,7 +80,10 @@ async def send_message(
     return Response(result.body, status_code=result.status, media_type="application/json")
 
 
-@get("/", responses=docs.AUTHED, response_description="A page of messages")
+@get(
+    "/",
+    responses={200: PAGE_RESPONSE, **docs.WITH_QUERY, **docs.AUTHED},
+)
 async def read_messages(
     request: Request[Any, Any, Any],
     page: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 1,
@@ -123,4 +134,5 @@ def _meta(f: MessageFilter, page: int, page_size: int, count: int, took: int) ->
     )
 
 
-router = Router("/api/v1/chats", route_handlers=[send_message, read_messages], tags=["chats"])
+HANDLERS = docs.summarized(send_message, read_messages)
+router = Router("/api/v1/chats", route_handlers=HANDLERS, tags=["chats"])

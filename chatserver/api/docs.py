@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 
@@ -32,6 +35,23 @@ TOO_LARGE = problem("Request body too large", 413, "The body is larger than 64 K
 NOT_JSON = problem("Unsupported media type", 415, "Send the body as JSON")
 KEY_REUSED = problem("Idempotency-Key reused", 422, "Key already used with another body")
 
-COMMON = {400: INVALID, 413: TOO_LARGE, 415: NOT_JSON}
-AUTHED = {**COMMON, 401: UNAUTHENTICATED}
+UNAVAILABLE = problem("Service unavailable", 503, "The database cannot be reached right now")
+
+# The errors each kind of route can answer with, for its OpenAPI responses.
+WITH_BODY = {400: INVALID, 413: TOO_LARGE, 415: NOT_JSON, 503: UNAVAILABLE}
+WITH_QUERY = {400: INVALID, 503: UNAVAILABLE}
+AUTHED = {401: UNAUTHENTICATED, 503: UNAVAILABLE}
 NOT_ACCEPTABLE = problem("Not acceptable", 406, "Ask for Accept: text/event-stream")
+
+
+H = TypeVar("H", bound=HTTPRouteHandler)
+
+
+def summarized(*handlers: H) -> list[H]:
+    """Give each route its docstring's first line as OpenAPI summary (before a Router
+    copies it)."""
+    for handler in handlers:
+        doc = (handler.fn.__doc__ or "").strip()
+        if doc and not handler.summary:
+            handler.summary = doc.splitlines()[0]
+    return list(handlers)

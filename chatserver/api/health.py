@@ -8,12 +8,13 @@ from typing import Any
 
 from litestar import Request, Response, get
 
+from chatserver.api import docs
 from chatserver.api.deps import services_of
 
 log = logging.getLogger("chatserver")
 
 
-@get("/healthz", security=[], tags=["operations"])
+@get("/healthz", security=[], tags=["operations"], responses={503: docs.UNAVAILABLE})
 async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
     """200 when the database answers, 503 when it does not."""
     services = services_of(request)
@@ -29,3 +30,6 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
 def openapi_document(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """The OpenAPI 3.1 document (also at /docs/openapi.json, beside the interactive docs)."""
     return request.app.openapi_schema.to_schema()
+
+
+HANDLERS = docs.summarized(healthz, openapi_document)

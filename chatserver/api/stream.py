@@ -159,7 +159,7 @@ async def _close(socket: WebSocket[Any, Any, Any], code: int) -> None:
 # ---------------------------------------------------------------- Server-Sent Events
 
 
-@get("/api/v1/stream", responses={**docs.AUTHED, 406: docs.NOT_ACCEPTABLE})
+@get("/api/v1/stream", responses={**docs.WITH_QUERY, **docs.AUTHED, 406: docs.NOT_ACCEPTABLE})
 async def stream_sse(
     request: Request[Any, Any, Any],
     after_id: Annotated[int | None, Parameter(ge=0, le=MAX_ID)] = None,
@@ -227,3 +227,6 @@ async def _sse_messages(
     finally:
         if pending is not None:
             pending.cancel()
+
+
+HANDLERS = [stream_socket, *docs.summarized(stream_sse)]

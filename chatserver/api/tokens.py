@@ -18,7 +18,7 @@ from chatserver.views import user_out
 LOGIN_EXAMPLE = Example(summary="Log in", value={"username": "john", "password": "s3cret-pass"})
 
 
-@post("/", status_code=200, responses={**docs.COMMON, 401: docs.UNAUTHENTICATED}, security=[])
+@post("/", status_code=200, responses={**docs.WITH_BODY, **docs.AUTHED}, security=[])
 async def issue_token(
     request: Request[Any, Any, Any], data: Annotated[Login, Body(examples=[LOGIN_EXAMPLE])]
 ) -> TokenOut:
@@ -29,7 +29,7 @@ async def issue_token(
     return TokenOut(token=token, user=user_out(user, viewer_id=user.id, online=online))
 
 
-@delete("/", status_code=204, responses=docs.AUTHED)
+@delete("/", status_code=204, responses={**docs.WITH_QUERY, **docs.AUTHED})
 async def revoke_token(request: Request[Any, Any, Any]) -> None:
     """Revoke the Bearer token that made this request."""
     services = services_of(request)
@@ -39,4 +39,5 @@ async def revoke_token(request: Request[Any, Any, Any]) -> None:
     await actions.revoke_token(services, caller.user_id, caller.token_hash)
 
 
-router = Router("/api/v1/auth/token", route_handlers=[issue_token, revoke_token], tags=["auth"])
+HANDLERS = docs.summarized(issue_token, revoke_token)
+router = Router("/api/v1/auth/token", route_handlers=HANDLERS, tags=["auth"])

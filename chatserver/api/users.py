@@ -21,7 +21,7 @@ SIGN_UP_EXAMPLE = Example(
 )
 
 
-@post("/", status_code=201, responses={**docs.COMMON, 409: docs.CONFLICT}, security=[])
+@post("/", status_code=201, responses={**docs.WITH_BODY, 409: docs.CONFLICT}, security=[])
 async def create_user(
     request: Request[Any, Any, Any], data: Annotated[NewUser, Body(examples=[SIGN_UP_EXAMPLE])]
 ) -> UserOut:
@@ -31,7 +31,7 @@ async def create_user(
     return user_out(user, viewer_id=user.id, online=False)
 
 
-@get("/", responses={**docs.AUTHED, 404: docs.NOT_FOUND})
+@get("/", responses={**docs.WITH_QUERY, **docs.AUTHED, 404: docs.NOT_FOUND})
 async def get_user(
     request: Request[Any, Any, Any],
     user_id: Annotated[int | None, Parameter(ge=1, le=MAX_ID, description="A user's id")] = None,
@@ -65,4 +65,5 @@ async def delete_me(request: Request[Any, Any, Any]) -> None:
     await actions.delete_user(services, caller.user_id)
 
 
-router = Router("/api/v1/users", route_handlers=[create_user, get_user, delete_me], tags=["users"])
+HANDLERS = docs.summarized(create_user, get_user, delete_me)
+router = Router("/api/v1/users", route_handlers=HANDLERS, tags=["users"])
