@@ -11,6 +11,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -21,6 +22,12 @@ from bench.infra import Postgres, Redis
 from bench.report import Row
 from bench.server import CeilingServer, ChatServer, ServerEnv
 from bench.wrk import wrk_version
+
+OTHER_SCENARIOS: dict[str, Callable[[scenarios.Context], list[Row]]] = {
+    "big-inbox": scenarios.big_inbox,
+    "idle-sockets": scenarios.idle_sockets,
+    "fanout": scenarios.fanout,
+}
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -168,8 +175,9 @@ def run(opts: Options, server: ChatServer, workdir: Path) -> tuple[list[Row], li
     sizes = opts.sizes
     rows: list[Row] = []
     print(f"starting chatserver (fresh database, {opts.workers} worker(s))", flush=True)
-    server.start(timeout=120)
-    flags = server.granian_flags()
+    server.start(timeout=60)
+    flags = server.granian_flags() or server.embedded_granian_flags()
+    print(f"granian flags for the ceilings: {' '.join(flags) or '(defaults)'}", flush=True)
     print(
         f"seeding {sizes.users} users, {sizes.users * sizes.messages_per_user} messages", flush=True
     )
@@ -194,20 +202,16 @@ def run(opts: Options, server: ChatServer, workdir: Path) -> tuple[list[Row], li
     if "startup" in opts.scenarios:
         rows += _guarded(ctx, "startup", lambda: scenarios.startup(ctx))
     if not server.alive():
-        server.start(timeout=120)
+        server.start(timeout=60)
 
     for name in opts.scenarios:
         if name == "startup":
             continue
         runner: Callable[[], list[Row]]
         if name in HTTP_SCENARIOS:
-            runner = lambda name=name: scenarios.http_scenario(ctx, name)  # type: ignore[misc]  # noqa: E731
-        elif name == "big-inbox":
-            runner = lambda: scenarios.big_inbox(ctx)  # noqa: E731
-        elif name == "idle-sockets":
-            runner = lambda: scenarios.idle_sockets(ctx)  # noqa: E731
+            runner = partial(scenarios.http_scenario, ctx, name)
         else:
-            runner = lambda: scenarios.fanout(ctx)  # noqa: E731
+            runner = partial(OTHER_SCENARIOS[name], ctx)
         rows += _guarded(ctx, name, runner)
     return rows, flags
 
@@ -234,7 +238,7 @@ def _guarded(ctx: scenarios.Context, name: str, runner: Callable[[], list[Row]])
             )
         )
         server.stop()
-        server.start(timeout=120)
+        server.start(timeout=60)
     for row in rows:
         status = "ok" if not row.errors else f"{row.errors} error(s)"
         print(f"  {row.scenario} {row.case}: {status}", flush=True)

@@ -52,6 +52,7 @@ class Sizes:
     big_count: int
     small_count: int
     big_duration: float
+    big_warmup: float
     big_connections: int
     fanout_sockets: tuple[int, ...]
     fanout_rate: float
@@ -75,6 +76,7 @@ FULL = Sizes(
     big_count=1_000_000,
     small_count=100,
     big_duration=5,
+    big_warmup=1,
     big_connections=8,
     fanout_sockets=(1000, 10_000),
     fanout_rate=500,
@@ -85,10 +87,10 @@ FULL = Sizes(
 )
 
 QUICK = Sizes(
-    users=100,
+    users=50,
     messages_per_user=5,
     partners=5,
-    duration=3,
+    duration=2,
     warmup=1,
     connections=64,
     wrk_threads=2,
@@ -96,15 +98,16 @@ QUICK = Sizes(
     big_count=20_000,
     small_count=100,
     big_duration=1,
+    big_warmup=0,
     big_connections=8,
-    fanout_sockets=(1000,),
+    fanout_sockets=(200,),
     fanout_rate=500,
     fanout_duration=3,
     fanout_grace=2,
     idle_sockets=1000,
     startup_repeats=1,
     notes=(
-        "quick mode: smaller data set, 3 s runs, big-inbox at 20,000 messages, fan-out and "
+        "quick mode: 50 users, 2 s runs, big-inbox at 20,000 messages, fan-out at 200 sockets, "
         "idle sockets at 1,000; numbers are indicative, the point is zero errors",
     ),
 )

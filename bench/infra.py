@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -61,7 +62,9 @@ class Postgres:
     def start(self) -> None:
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
-        self.version = self._run([str(self.bin / "postgres"), "--version"]).strip()
+        # "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)" -> "15.18"
+        words = self._run([str(self.bin / "postgres"), "--version"]).split()
+        self.version = words[2] if len(words) > 2 else "unknown"
         self._run(
             [
                 str(self.bin / "initdb"),
@@ -132,9 +135,11 @@ class Redis:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server not found (Debian/Ubuntu: apt-get install redis)")
-        self.version = subprocess.run(
-            [binary, "--version"], capture_output=True, text=True, check=False
-        ).stdout.strip()
+        # "Redis server v=7.0.15 sha=… malloc=…" -> "7.0.15"
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+        self.version = next(
+            (w[2:] for w in out.stdout.split() if w.startswith("v=")), out.stdout.strip()
+        )
         self.managed = self.registry.spawn(
             "redis",
             [
@@ -155,8 +160,6 @@ class Redis:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                import socket
-
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                     sock.sendall(b"PING\r\n")
                     if sock.recv(16).startswith(b"+PONG"):

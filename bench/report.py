@@ -51,7 +51,9 @@ def _num(value: Any, digits: int = 1) -> str:
 
 
 def _pct(value: Any) -> str:
-    return "–" if value is None else f"{100 * value:.0f} %"
+    if value is None:
+        return "–"
+    return f"{100 * value:.0f} %" if value >= 0.1 else f"{100 * value:.2g} %"
 
 
 def _met(row: Row) -> str:
@@ -138,7 +140,10 @@ def markdown(rows: list[Row], info: dict[str, Any]) -> str:
     for r, n in notes:
         out.append(f"- {r.scenario}{f' ({r.case})' if r.case else ''}: {n}")
     for r, d in details:
-        out.append(f"- **error** {r.scenario}{f' ({r.case})' if r.case else ''}: {d}")
+        first, _, rest = d.partition("\n")
+        out.append(f"- **error** {r.scenario}{f' ({r.case})' if r.case else ''}: {first}")
+        if rest.strip():
+            out += ["", "  ```", *(f"  {line}" for line in rest.splitlines()[-15:]), "  ```"]
     return "\n".join(out) + "\n"
 
 

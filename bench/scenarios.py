@@ -7,6 +7,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ def wrk_row(scenario: str, case: str, result: WrkResult, ctx: Context | None) ->
 
 
 def measure(
-    ctx: Context | None,
+    ctx: Context,
     url: str,
     script: str,
     data_file: Path | None,
@@ -73,23 +74,22 @@ def measure(
     connections: int | None = None,
     threads: int | None = None,
     duration: float | None = None,
+    warmup: float | None = None,
     timeout_s: float = 10.0,
 ) -> WrkResult:
-    """A warm-up run (not kept) then the measured run."""
-    sizes = ctx.opts.sizes if ctx else None
-    assert sizes is not None or duration is not None
-    conns = connections or (sizes.connections if sizes else 64)
-    thr = threads or (sizes.wrk_threads if sizes else 2)
+    """A warm-up run (not kept; skipped when ``warmup`` is 0) then the measured run."""
+    sizes = ctx.opts.sizes
     kwargs: dict[str, Any] = {
-        "connections": conns,
-        "threads": thr,
+        "connections": connections or sizes.connections,
+        "threads": threads or sizes.wrk_threads,
         "data_file": data_file,
         "server_pid": server_pid,
         "timeout_s": timeout_s,
     }
-    warm = sizes.warmup if sizes else 1
-    run_wrk(url, script, duration=warm, **kwargs)
-    return run_wrk(url, script, duration=duration or (sizes.duration if sizes else 3), **kwargs)
+    warm = sizes.warmup if warmup is None else warmup
+    if warm > 0:
+        run_wrk(url, script, duration=warm, **kwargs)
+    return run_wrk(url, script, duration=duration or sizes.duration, **kwargs)
 
 
 # --------------------------------------------------------------------------- ceilings
@@ -218,6 +218,7 @@ def big_inbox(ctx: Context) -> list[Row]:
                 connections=sizes.big_connections,
                 threads=1,
                 duration=sizes.big_duration,
+                warmup=sizes.big_warmup,
             )
         ratio = res["big"].p50_ms / res["small"].p50_ms if res["small"].p50_ms else None
         errors = res["big"].errors + res["small"].errors
@@ -266,7 +267,7 @@ async def _send_many(server: ChatServer, sender: seed.User, recipient: int, coun
     async with seed.client(server, 8) as http:
         await seed.gather_limited(
             8,
-            [(lambda i=i: seed.send(http, sender, recipient, f"small {i}")) for i in range(count)],
+            [partial(seed.send, http, sender, recipient, f"small {i}") for i in range(count)],
         )
 
 
@@ -292,9 +293,8 @@ def idle_sockets(ctx: Context) -> list[Row]:
     finally:
         fleet.close()
     per_socket = (after - before) / connected if connected else None
-    errors = (sizes.idle_sockets - connected) + sum(
-        1 for log in result.logs if log.connected and log.error
-    )
+    closed = sum(1 for log in result.logs if log.connected and log.error)
+    errors = (sizes.idle_sockets - connected) + closed
     row = Row(
         scenario="idle-sockets",
         case=f"RSS per idle socket at {sizes.idle_sockets:,}",
@@ -308,10 +308,15 @@ def idle_sockets(ctx: Context) -> list[Row]:
             "rss_after_kib": after,
         },
     )
-    if errors:
+    if connected < sizes.idle_sockets:
         row.error_detail.append(
             f"{sizes.idle_sockets - connected} of {sizes.idle_sockets} sockets did not connect"
-            + _first_errors(result.errors)
+            + _first_errors([e for e in result.errors if e.startswith("connect")])
+        )
+    if closed:
+        row.error_detail.append(
+            f"{closed} of {connected} connected sockets were closed while idle"
+            + _first_errors([e for e in result.errors if not e.startswith("connect")])
         )
     row.notes.append(
         f"server RSS {before / 1024:.0f} MiB → {after / 1024:.0f} MiB with {connected:,} sockets"
@@ -376,7 +381,12 @@ def _fanout_once(ctx: Context, sockets: int) -> list[Row]:
             if delta < 0:
                 early += 1
             latencies.append(max(0.0, delta) * 1000)
-    expected = sum(per_user[m.sender] + per_user[m.recipient] for m in sent.sent)
+    # Deliveries expected on the sockets that did connect (failed ones are counted apart).
+    live: dict[int, int] = {}
+    for log in result.logs:
+        if log.connected:
+            live[log.user_id] = live.get(log.user_id, 0) + 1
+    expected = sum(live.get(m.sender, 0) + live.get(m.recipient, 0) for m in sent.sent)
     lost = expected - sum(received.values())
     not_connected = sockets - connected
     socket_errors = sum(1 for log in result.logs if log.connected and log.error)
@@ -423,11 +433,13 @@ def _fanout_once(ctx: Context, sockets: int) -> list[Row]:
         row.notes.append("sender could not keep the fixed rate")
     if not_connected:
         row.error_detail.append(
-            f"{not_connected} of {sockets} sockets did not connect" + _first_errors(result.errors)
+            f"{not_connected} of {sockets} sockets did not connect"
+            + _first_errors([e for e in result.errors if e.startswith("connect")])
         )
     if socket_errors:
         row.error_detail.append(
-            f"{socket_errors} sockets closed during the run" + _first_errors(result.errors)
+            f"{socket_errors} sockets closed during the run"
+            + _first_errors([e for e in result.errors if not e.startswith("connect")])
         )
     if sent.errors:
         row.error_detail.append(f"{len(sent.errors)} POSTs failed" + _first_errors(sent.errors))

@@ -7,6 +7,7 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,7 +38,7 @@ class BenchData:
     message_ids: dict[int, list[int]] = field(default_factory=dict)  # user id -> message ids
     page_bytes: int = 0  # size of a 10-message inbox page
 
-    def write_lua(self, path: Path, users: Sequence[User] | None = None, **extra: Any) -> Path:
+    def write_lua(self, dest: Path, users: Sequence[User] | None = None, **extra: Any) -> Path:
         """A Lua file returning the table the wrk scripts read (``BENCH_DATA``)."""
         chosen = list(users) if users is not None else self.users
         index = {u.id: i for i, u in enumerate(self.users)}
@@ -57,8 +58,8 @@ class BenchData:
         for key, value in extra.items():
             lines.append(f"  {key} = {lua_str(value) if isinstance(value, str) else value},")
         lines.append("}")
-        path.write_text("\n".join(lines) + "\n")
-        return path
+        dest.write_text("\n".join(lines) + "\n")
+        return dest
 
 
 def lua_str(value: str) -> str:
@@ -136,10 +137,7 @@ async def create_users(server: ChatServer, prefix: str, count: int) -> list[User
     async with client(server) as http:
         return await gather_limited(
             16,
-            [
-                (lambda name=f"{prefix}{i:05d}": create_user(http, name))  # type: ignore[misc]
-                for i in range(count)
-            ],
+            [partial(create_user, http, f"{prefix}{i:05d}") for i in range(count)],
         )
 
 
@@ -164,7 +162,7 @@ async def seed(server: ChatServer, users: int, messages_per_user: int, partners:
             message_ids[recipient.id].append(mid)
 
         await gather_limited(
-            32, [(lambda i=i, m=m: one(i, m)) for m in range(messages_per_user) for i in range(n)]
+            32, [partial(one, i, m) for m in range(messages_per_user) for i in range(n)]
         )
         total = n * messages_per_user
         print(f"  sent {total} messages in {time.monotonic() - t1:.1f}s", flush=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,14 +35,15 @@ class ServerEnv:
     database_url: str
     redis_url: str | None
     workers: int
-    log_level: str = "warning"
+    log_level: str | None = None  # None: the server's default, as a user runs it
 
     def environ(self, port: int) -> dict[str, str]:
         env = dict(os.environ)
-        for name in ("CHAT_REDIS_URL", "CHAT_HOST", "CHAT_PORT", "CHAT_WORKERS"):
+        for name in ("CHAT_REDIS_URL", "CHAT_HOST", "CHAT_PORT", "CHAT_WORKERS", "CHAT_LOG_LEVEL"):
             env.pop(name, None)
         env["CHAT_DATABASE_URL"] = self.database_url
-        env["CHAT_LOG_LEVEL"] = self.log_level
+        if self.log_level:
+            env["CHAT_LOG_LEVEL"] = self.log_level
         if self.redis_url:
             env["CHAT_REDIS_URL"] = self.redis_url
         return env
@@ -119,6 +122,70 @@ class ChatServer:
 
     def log_tail(self, lines: int = 40) -> str:
         return self.managed.log_tail(lines) if self.managed is not None else ""
+
+    def embedded_granian_flags(self) -> list[str]:
+        """When ``chatserver serve`` embeds granian (``granian.Granian(...)``), run the CLI once
+        with that class replaced by a probe that prints its keyword arguments, and turn them
+        into the equivalent granian command-line flags."""
+        argv = [sys.executable, "-c", _PROBE, "--port", str(self.port)]
+        argv += ["--workers", str(self.settings.workers)]
+        out = subprocess.run(
+            argv,
+            env=self.settings.environ(self.port),
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_GRANIAN ")), "")
+        if not line:
+            return []
+        return kwargs_to_flags(json.loads(line.removeprefix("BENCH_GRANIAN ")))
+
+
+_PROBE = """
+import json, sys
+import granian
+
+class _Probe:
+    def __init__(self, target, *args, **kwargs):
+        simple = {k: getattr(v, "value", v) for k, v in kwargs.items()}
+        simple = {k: v for k, v in simple.items() if isinstance(v, (str, int, float, bool))}
+        print("BENCH_GRANIAN " + json.dumps(simple), flush=True)
+        sys.exit(0)
+
+granian.Granian = _Probe
+from chatserver.cli import main
+sys.exit(main(["serve", "--host", "127.0.0.1", *sys.argv[1:]]))
+"""
+
+# Granian keyword argument -> CLI option, where the names differ; None = not a serving flag.
+_KWARG_FLAGS: dict[str, str | None] = {
+    "address": None,
+    "port": None,
+    "uds": None,
+    "factory": None,  # the ceiling apps are plain ASGI callables
+    "working_dir": None,
+    "pid_file": None,
+    "websockets": "ws",
+    "log_enabled": "log",
+    "log_access": "access-log",
+    "log_access_format": "access-log-fmt",
+}
+
+
+def kwargs_to_flags(kwargs: dict[str, object]) -> list[str]:
+    flags: list[str] = []
+    for key, value in sorted(kwargs.items()):
+        option = _KWARG_FLAGS.get(key, key.replace("_", "-"))
+        if option is None:
+            continue
+        if isinstance(value, bool):
+            flags.append(f"--{option}" if value else f"--no-{option}")
+        else:
+            flags += [f"--{option}", str(value)]
+    return flags
 
 
 def _strip_target(argv: list[str]) -> list[str]:

@@ -69,7 +69,9 @@ def wrk_binary() -> str:
 def wrk_version() -> str:
     out = subprocess.run([wrk_binary(), "-v"], capture_output=True, text=True, check=False)
     first = (out.stdout or out.stderr).splitlines()
-    return first[0].strip() if first else "unknown"
+    # "wrk debian/4.1.0-3+b2 [epoll] Copyright (C) 2012 Will Glozer" -> "debian/4.1.0-3+b2"
+    words = first[0].split() if first else []
+    return words[1] if len(words) > 1 else "unknown"
 
 
 class _CpuSampler(threading.Thread):
@@ -141,7 +143,7 @@ def run_wrk(
         stdout, stderr = proc.communicate(timeout=duration + timeout_s + 30)
     finally:
         if proc.poll() is None:
-            procs.stop_group(proc)  # type: ignore[arg-type]
+            procs.stop_group(proc)
         sampler.stop_event.set()
         sampler.join()
     text = stdout.decode(errors="replace")
