@@ -16,7 +16,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from chatserver import store
 from chatserver.api import chats, health, stream, tokens, users
@@ -34,6 +34,7 @@ from chatserver.streams import BoundedSubscriber
 log = logging.getLogger("chatserver")
 
 PURGE_INTERVAL_SECONDS = 3600
+REDIS_CONNECTIONS = 64
 
 
 def create_app(settings: Settings) -> Litestar:
@@ -66,7 +67,7 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     """Open the database, the broker and the hub; the stack closes them in reverse."""
     db = await open_database(settings.database_url)
     stack.push_async_callback(db.close)
-    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    redis = _redis_client(settings.redis_url) if settings.redis_url else None
     if redis is not None:
         stack.push_async_callback(redis.aclose)
     channels = ChannelsPlugin(
@@ -85,6 +86,13 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     purge = asyncio.create_task(_purge_idempotency_keys(services))
     stack.callback(purge.cancel)
     return services
+
+
+def _redis_client(url: str) -> Redis:
+    # A blocking pool: a burst of streams opening at once waits for a free connection
+    # instead of failing with "Too many connections".
+    pool = BlockingConnectionPool.from_url(url, max_connections=REDIS_CONNECTIONS, timeout=10)
+    return Redis(connection_pool=pool)
 
 
 async def _purge_idempotency_keys(services: Services) -> None:

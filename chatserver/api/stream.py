@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -24,9 +25,14 @@ from chatserver.schemas import MAX_ID
 from chatserver.services import Services
 from chatserver.streams import Feed, StreamEvent, StreamUnavailable, subscription
 
+log = logging.getLogger("chatserver")
+
 AUTH_TIMEOUT_SECONDS = 5.0
 MAX_FRAME_BYTES = 64 * 1024
 SSE_KEEPALIVE_SECONDS = 15.0
+# How long a close frame may wait behind unread data (a client that stopped reading)
+# before the handler gives up and the server drops the connection.
+CLOSE_TIMEOUT_SECONDS = 5.0
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
 CLOSE_UNAVAILABLE = 1011
@@ -63,12 +69,15 @@ async def stream_socket(
         await _close(socket, CLOSE_REVOKED)
         return
     handle = StreamHandle(caller.user_id, caller.token_hash)
-    await services.hub.open(handle)
     try:
+        await services.hub.open(handle)
         async with subscription(services.events.channels, caller.user_id) as sub:
             feed = Feed(services, sub, caller.user_id, after_id or 0)
             code = await _serve_socket(socket, feed, handle, sub.subscriber.overflowed)
     except StreamUnavailable:
+        code = CLOSE_UNAVAILABLE
+    except Exception:  # log it with the request id; the client reconnects with after_id
+        log.exception("stream failed [request %s]", socket.scope.get("state", {}).get("request_id"))
         code = CLOSE_UNAVAILABLE
     finally:
         await services.hub.close(handle)
@@ -152,8 +161,9 @@ def _frame_problem(data: str | bytes) -> str:
 
 
 async def _close(socket: WebSocket[Any, Any, Any], code: int) -> None:
-    with contextlib.suppress(Exception):  # the peer may already be gone
-        await socket.close(code)
+    with contextlib.suppress(Exception):  # the peer may already be gone (or never reads)
+        async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+            await socket.close(code)
 
 
 # ---------------------------------------------------------------- Server-Sent Events
