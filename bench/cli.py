@@ -38,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--redis", action="store_true", help="start a throwaway Redis and use it")
     parser.add_argument("--workers", type=int, default=1, help="server worker processes")
+    parser.add_argument(
+        "--server", choices=("uvicorn", "granian"), help="ASGI server (default: the server's)"
+    )
     parser.add_argument("--quick", action="store_true", help="about a minute; for CI")
     parser.add_argument(
         "--scenario",
@@ -59,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         db=args.db,
         redis=args.redis,
         workers=args.workers,
+        server=args.server,
         quick=args.quick,
         scenarios=chosen,
         write_docs=args.write_docs,
@@ -96,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             redis = Redis(registry, workdir)
             redis.start()
             extra_versions["redis-server"] = redis.version
-        env = ServerEnv(database_url, redis.url if redis else None, opts.workers)
+        env = ServerEnv(
+            database_url, redis.url if redis else None, opts.workers, server=opts.server
+        )
         server = ChatServer(registry, env, workdir, procs.free_port())
         rows, flags = run(opts, server, workdir)
     except KeyboardInterrupt:
@@ -137,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             "big_inbox_messages": sizes.big_count,
             "fanout_sockets": list(sizes.fanout_sockets),
             "idle_sockets": sizes.idle_sockets,
-            "granian_flags": flags,
+            "server_command": flags,
             "notes": list(sizes.notes),
         },
     }
@@ -176,8 +182,10 @@ def run(opts: Options, server: ChatServer, workdir: Path) -> tuple[list[Row], li
     rows: list[Row] = []
     print(f"starting chatserver (fresh database, {opts.workers} worker(s))", flush=True)
     server.start(timeout=60)
-    flags = server.granian_flags() or server.embedded_granian_flags()
-    print(f"granian flags for the ceilings: {' '.join(flags) or '(defaults)'}", flush=True)
+    command = server.server_command()
+    if not command:
+        raise RuntimeError("could not read the ASGI server's command line")
+    print(f"ASGI server command (the ceilings use it too): {' '.join(command)}", flush=True)
     print(
         f"seeding {sizes.users} users, {sizes.users * sizes.messages_per_user} messages", flush=True
     )
@@ -188,9 +196,7 @@ def run(opts: Options, server: ChatServer, workdir: Path) -> tuple[list[Row], li
     if any(s in HTTP_SCENARIOS for s in opts.scenarios):
         for name, app in (("raw", "raw_app"), ("litestar", "litestar_app")):
             print(f"ceiling: {app} ({data.page_bytes}-byte body)", flush=True)
-            ceiling = CeilingServer(
-                server.registry, workdir, app, opts.workers, flags, data.page_bytes
-            )
+            ceiling = CeilingServer(server.registry, workdir, app, command, data.page_bytes)
             try:
                 ceiling.start()
                 result = scenarios.measure(ctx, ceiling.url, "fixed.lua", None, ceiling.pid)
@@ -213,7 +219,7 @@ def run(opts: Options, server: ChatServer, workdir: Path) -> tuple[list[Row], li
         else:
             runner = partial(OTHER_SCENARIOS[name], ctx)
         rows += _guarded(ctx, name, runner)
-    return rows, flags
+    return rows, command
 
 
 def _guarded(ctx: scenarios.Context, name: str, runner: Callable[[], list[Row]]) -> list[Row]:

@@ -25,6 +25,7 @@ class Options:
     db: str = "sqlite"
     redis: bool = False
     workers: int = 1
+    server: str | None = None  # None: the server's default ASGI server
     quick: bool = False
     scenarios: tuple[str, ...] = SCENARIOS
     write_docs: bool = False

@@ -18,7 +18,16 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DOCS_FILE = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 DOCS_START = "<!-- bench:results:start -->"
 DOCS_END = "<!-- bench:results:end -->"
-PACKAGES = ("chatserver", "litestar", "granian", "msgspec", "sqlalchemy", "asyncpg", "redis")
+PACKAGES = (
+    "chatserver",
+    "litestar",
+    "uvicorn",
+    "granian",
+    "uvloop",
+    "msgspec",
+    "asyncpg",
+    "redis",
+)
 
 
 @dataclass
@@ -84,7 +93,7 @@ def markdown(rows: list[Row], info: dict[str, Any]) -> str:
         f"{settings['workers']} worker(s), {settings['connections']} connections / "
         f"{settings['wrk_threads']} wrk threads, {settings['duration_s']:g} s per run after "
         f"{settings['warmup_s']:g} s warm-up, {settings['users']} users; "
-        f"granian flags `{' '.join(settings['granian_flags']) or '(server defaults)'}`"
+        f"server command `{' '.join(settings['server_command'])}`"
     )
     for note in settings.get("notes", []):
         out.append("")

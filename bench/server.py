@@ -1,11 +1,10 @@
-"""Start and stop the real server (``chatserver serve``) and the ceiling apps (granian)."""
+"""Start and stop the real server (``chatserver serve``) and the ceiling apps, which run under
+the same ASGI server with the same flags (read from the server's own command line)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,22 +24,21 @@ def chatserver_argv() -> list[str]:
     return [found] if found else [sys.executable, "-m", "chatserver"]
 
 
-def granian_argv() -> list[str]:
-    script = BIN_DIR / "granian"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "granian"]
-
-
 @dataclass
 class ServerEnv:
     database_url: str
     redis_url: str | None
     workers: int
     log_level: str | None = None  # None: the server's default, as a user runs it
+    server: str | None = None  # CHAT_SERVER; None: the default
 
     def environ(self, port: int) -> dict[str, str]:
         env = dict(os.environ)
         for name in ("CHAT_REDIS_URL", "CHAT_HOST", "CHAT_PORT", "CHAT_WORKERS", "CHAT_LOG_LEVEL"):
             env.pop(name, None)
+        env.pop("CHAT_SERVER", None)
+        if self.server:
+            env["CHAT_SERVER"] = self.server
         env["CHAT_DATABASE_URL"] = self.database_url
         if self.log_level:
             env["CHAT_LOG_LEVEL"] = self.log_level
@@ -105,9 +103,9 @@ class ChatServer:
     def alive(self) -> bool:
         return self.managed is not None and self.managed.alive()
 
-    def granian_flags(self) -> list[str]:
-        """The granian flags the running server uses, read from its process tree if granian
-        was exec'd with a command line; empty when the server embeds granian."""
+    def server_command(self) -> list[str]:
+        """The ASGI server's command line: ``chatserver serve`` execs it, so it is the
+        server process's own cmdline (``python -m uvicorn|granian …``)."""
         if self.managed is None:
             return []
         for pid in procs.process_tree(self.managed.pid):
@@ -116,115 +114,46 @@ class ChatServer:
             except OSError:
                 continue
             argv = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-            if any(Path(a).name == "granian" for a in argv[:3]):
-                return _strip_target(argv)
+            if len(argv) > 2 and argv[1] == "-m" and argv[2] in ("uvicorn", "granian"):
+                return argv
         return []
 
     def log_tail(self, lines: int = 40) -> str:
         return self.managed.log_tail(lines) if self.managed is not None else ""
 
-    def embedded_granian_flags(self) -> list[str]:
-        """When ``chatserver serve`` embeds granian (``granian.Granian(...)``), run the CLI once
-        with that class replaced by a probe that prints its keyword arguments, and turn them
-        into the equivalent granian command-line flags."""
-        argv = [sys.executable, "-c", _PROBE, "--port", str(self.port)]
-        argv += ["--workers", str(self.settings.workers)]
-        out = subprocess.run(
-            argv,
-            env=self.settings.environ(self.port),
-            cwd=self.workdir,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
-        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_GRANIAN ")), "")
-        if not line:
-            return []
-        return kwargs_to_flags(json.loads(line.removeprefix("BENCH_GRANIAN ")))
 
-
-_PROBE = """
-import json, sys
-import granian
-
-class _Probe:
-    def __init__(self, target, *args, **kwargs):
-        simple = {k: getattr(v, "value", v) for k, v in kwargs.items()}
-        simple = {k: v for k, v in simple.items() if isinstance(v, (str, int, float, bool))}
-        print("BENCH_GRANIAN " + json.dumps(simple), flush=True)
-        sys.exit(0)
-
-granian.Granian = _Probe
-from chatserver.cli import main
-sys.exit(main(["serve", "--host", "127.0.0.1", *sys.argv[1:]]))
-"""
-
-# Granian keyword argument -> CLI option, where the names differ; None = not a serving flag.
-_KWARG_FLAGS: dict[str, str | None] = {
-    "address": None,
-    "port": None,
-    "uds": None,
-    "factory": None,  # the ceiling apps are plain ASGI callables
-    "working_dir": None,
-    "pid_file": None,
-    "websockets": "ws",
-    "log_enabled": "log",
-    "log_access": "access-log",
-    "log_access_format": "access-log-fmt",
-}
-
-
-def kwargs_to_flags(kwargs: dict[str, object]) -> list[str]:
-    flags: list[str] = []
-    for key, value in sorted(kwargs.items()):
-        option = _KWARG_FLAGS.get(key, key.replace("_", "-"))
-        if option is None:
-            continue
-        if isinstance(value, bool):
-            flags.append(f"--{option}" if value else f"--no-{option}")
-        else:
-            flags += [f"--{option}", str(value)]
-    return flags
-
-
-def _strip_target(argv: list[str]) -> list[str]:
-    """Drop the executable, the app target, host and port from a granian command line."""
-    start = next(i for i, a in enumerate(argv) if Path(a).name == "granian") + 1
+def ceiling_command(server_command: list[str], app: str, port: int) -> list[str]:
+    """The server's command line with our app swapped for a ceiling app and a new port."""
     out: list[str] = []
-    skip_next = False
-    for arg in argv[start:]:
-        if skip_next:
-            skip_next = False
-            continue
-        if arg in ("--host", "--port", "--uds", "--working-dir", "--pid-file"):
-            skip_next = True
-            continue
-        if arg.startswith(("--host=", "--port=", "--uds=", "--working-dir=", "--pid-file=")):
-            continue
-        if not arg.startswith("-") and ":" in arg:
-            continue  # the app target
-        out.append(arg)
+    args = iter(server_command)
+    for arg in args:
+        if arg == "--port":
+            next(args)
+            out += ["--port", str(port)]
+        elif arg == "--factory":
+            continue  # the ceiling apps are plain ASGI callables
+        elif arg.startswith("chatserver.asgi:"):
+            out.append(f"bench.ceiling:{app}")
+        else:
+            out.append(arg)
     return out
 
 
 class CeilingServer:
-    """granian serving ``bench.ceiling:raw_app`` or ``bench.ceiling:litestar_app``."""
+    """The server's ASGI server serving ``bench.ceiling:raw_app`` or ``:litestar_app``."""
 
     def __init__(
         self,
         registry: procs.ProcessRegistry,
         workdir: Path,
         app: str,
-        workers: int,
-        flags: list[str],
+        server_command: list[str],
         body_size: int,
     ) -> None:
         self.registry = registry
         self.workdir = workdir
         self.app = app
-        self.workers = workers
-        self.flags = flags
+        self.server_command = server_command
         self.body_size = body_size
         self.port = procs.free_port()
         self.managed: procs.Managed | None = None
@@ -234,22 +163,7 @@ class CeilingServer:
         return f"http://127.0.0.1:{self.port}/"
 
     def argv(self) -> list[str]:
-        flags = list(self.flags)
-        if not any(f == "--interface" or f.startswith("--interface=") for f in flags):
-            flags = ["--interface", "asgi", *flags]
-        if not any(f == "--workers" or f.startswith("--workers=") for f in flags):
-            flags += ["--workers", str(self.workers)]
-        return [
-            *granian_argv(),
-            *flags,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--working-dir",
-            str(REPO_ROOT),
-            f"bench.ceiling:{self.app}",
-        ]
+        return ceiling_command(self.server_command, self.app, self.port)
 
     def start(self) -> None:
         env = dict(os.environ, BENCH_BODY_SIZE=str(self.body_size))

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from chatserver.config import (
     ENV_NAMES,
+    MAX_FRAME_BYTES,
     SERVERS,
     ConfigError,
     Settings,
@@ -83,50 +84,49 @@ def _migrate(settings: Settings) -> None:
 
 
 def _serve(settings: Settings) -> None:
+    """Replace this process with the HTTP server: the migration tooling loaded above
+    (SQLAlchemy, Alembic) does not stay resident, and the command line shows the real
+    server and its flags."""
     # Workers are separate processes: they read the final settings from the environment.
     for name, var in ENV_NAMES.items():
         value = getattr(settings, name)
         if value is not None:
             os.environ[var] = str(value)
-    if settings.server == "uvicorn":
-        _serve_uvicorn(settings)
-    else:
-        _serve_granian(settings)
+    argv = server_command(settings)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)  # noqa: S606 (our own argv, no shell)
 
 
-def _serve_uvicorn(settings: Settings) -> None:
-    import uvicorn
-
-    from chatserver.api.stream import MAX_FRAME_BYTES
-
-    uvicorn.run(
-        "chatserver.asgi:app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level.lower(),
-        ws_ping_interval=settings.ws_ping_interval,
-        ws_ping_timeout=settings.ws_ping_timeout,
-        ws_max_size=MAX_FRAME_BYTES,
-        backlog=2048,
-    )
+APP_FACTORY = "chatserver.asgi:app_from_env"
+# How long a stopping server waits for open streams before closing them.
+GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
-def _serve_granian(settings: Settings) -> None:
-    from granian import Granian
-
-    Granian(
-        "chatserver.asgi:app_from_env",
-        address=settings.host,
-        port=settings.port,
-        interface="asgi",  # type: ignore[arg-type]
-        workers=settings.workers,
-        factory=True,
-        log_level=settings.log_level.lower(),  # type: ignore[arg-type]
-        websockets=True,
-        backlog=2048,
-    ).serve()
+def server_command(settings: Settings) -> list[str]:
+    """The command line that serves the app with the configured ASGI server."""
+    common = [sys.executable, "-m", settings.server, "--host", settings.host]
+    common += ["--port", str(settings.port), "--workers", str(settings.workers)]
+    common += ["--log-level", settings.log_level.lower(), "--backlog", "2048"]
+    if settings.server == "granian":
+        return [*common, "--interface", "asgi", "--ws", "--factory", APP_FACTORY]
+    return [
+        *common,
+        "--no-access-log",
+        "--ws-ping-interval",
+        str(settings.ws_ping_interval),
+        "--ws-ping-timeout",
+        str(settings.ws_ping_timeout),
+        "--ws-max-size",
+        str(MAX_FRAME_BYTES),
+        # permessage-deflate holds ~40 KiB of zlib state per socket; chat frames are small
+        "--ws-per-message-deflate",
+        "false",
+        "--timeout-graceful-shutdown",
+        str(GRACEFUL_SHUTDOWN_SECONDS),
+        "--factory",
+        APP_FACTORY,
+    ]
 
 
 def _bulk_load(settings: Settings, sender: int, recipient: int, count: int) -> int:

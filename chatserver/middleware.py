@@ -6,6 +6,7 @@ import itertools
 import re
 import secrets
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import msgspec
@@ -27,16 +28,22 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+    def __call__(self, scope: Any, receive: Receive, send: Send) -> Awaitable[None]:
+        if scope["type"] == "http":
+            return self._http(scope, receive, send)
+        if scope["type"] == "websocket":
+            # Logs still name the request; the app is called directly, so a long-lived
+            # socket keeps no frame of this middleware (memory per idle socket).
+            scope.setdefault("state", {})["request_id"] = _request_id(scope)
+        return self.app(scope, receive, send)
+
+    async def _http(self, scope: Any, receive: Receive, send: Send) -> None:
         request_id = _request_id(scope)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["started"] = time.perf_counter()
         header = (b"x-request-id", request_id.encode())
-        if scope["type"] == "http" and not _acceptable_body(scope):
+        if not _acceptable_body(scope):
             await _unsupported_media_type(send, header)
             return
 

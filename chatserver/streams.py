@@ -11,6 +11,11 @@ A message committed after step 2 read the database is published after step 1 fin
 it arrives live. One committed before is in the replay, and its live copy is dropped by id.
 Per user, message ids become visible in id order (see models.py), so "id <= last replayed"
 is exactly "already sent".
+
+Live message events only say "read on": publishes race one another after their commits, so
+they can arrive out of id order (a client resuming from the highest id it saw would then
+skip the overtaken ones). The messages themselves are read from the database, oldest first,
+up to and past the announced one; a burst costs one read, as the rest are then "already sent".
 """
 
 from __future__ import annotations
@@ -142,11 +147,13 @@ class Feed:
 
     async def next(self) -> StreamEvent:
         """The next event; safe to cancel (a pending queue read loses nothing)."""
-        while self._replaying and not self._replay:
-            await self._load_replay_page()
-        if self._replay:
-            return self._replay.popleft()
-        return await self._next_live()
+        while True:
+            while self._replaying and not self._replay:
+                await self._load_replay_page()
+            if self._replay:
+                return self._replay.popleft()
+            if (event := await self._next_live()) is not None:
+                return event
 
     async def _load_replay_page(self) -> None:
         async with self._services.db.read() as conn:
@@ -156,10 +163,13 @@ class Feed:
             self._cursor = row.id
         self._replaying = len(rows) == REPLAY_PAGE
 
-    async def _next_live(self) -> StreamEvent:
+    async def _next_live(self) -> StreamEvent | None:
+        """The next live event, or None when a new message means: read the database."""
         while True:
             payload = await self._subscription.next_payload()
             message_id = message_id_of(payload)
-            if message_id is not None and message_id <= self._cursor:
-                continue  # already replayed
-            return StreamEvent(payload, message_id)
+            if message_id is None:
+                return StreamEvent(payload, None)
+            if message_id > self._cursor:
+                self._replaying = True  # it, and any it overtook, come from the database
+                return None

@@ -19,6 +19,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from chatserver.api import docs
 from chatserver.api.deps import Caller, authenticate, caller_of, services_of
+from chatserver.config import MAX_FRAME_BYTES
 from chatserver.errors import ChatError, InvalidInput, NotAuthenticated
 from chatserver.hub import CLOSE_REVOKED, StreamHandle
 from chatserver.schemas import MAX_ID
@@ -28,7 +29,6 @@ from chatserver.streams import Feed, StreamEvent, StreamUnavailable, subscriptio
 log = logging.getLogger("chatserver")
 
 AUTH_TIMEOUT_SECONDS = 5.0
-MAX_FRAME_BYTES = 64 * 1024
 SSE_KEEPALIVE_SECONDS = 15.0
 # How long a close frame may wait behind unread data (a client that stopped reading)
 # before the handler gives up and the server drops the connection.
