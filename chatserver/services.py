@@ -10,6 +10,7 @@ from chatserver.config import Settings
 from chatserver.db import Database, now_us
 from chatserver.events import Events
 from chatserver.hub import Hub
+from chatserver.views import MessageViews
 
 __all__ = ["Services", "now_us"]
 
@@ -21,6 +22,7 @@ class Services:
     events: Events
     tokens: TokenCache
     hub: Hub
+    messages: MessageViews = field(default_factory=MessageViews)
     # user id -> when this process last wrote their last_seen_at (monotonic seconds)
     last_seen_written: dict[int, float] = field(default_factory=dict)
 

@@ -22,7 +22,6 @@ from chatserver.schemas import (
     check_message,
 )
 from chatserver.store import MessageFilter
-from chatserver.views import message_out
 
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")
 MAX_PAGE = 10**9
@@ -117,7 +116,7 @@ async def read_messages(
         result = await actions.read_messages(services, caller.user_id, f, page, page_size)
     return MessagePage(
         meta=_meta(f, page, page_size, result.count, took_ms(request)),
-        messages=[message_out(m) for m in result.messages],
+        messages=[services.messages.out(m) for m in result.messages],
     )
 
 

@@ -58,7 +58,15 @@ async def _bearer(s: Services, token_hash: str) -> Caller:
 
 async def caller_of(request: Request[Any, Any, Any]) -> Caller:
     """The authenticated caller of a request, or NotAuthenticated (401)."""
-    return await authenticate(services_of(request), request.headers.get("authorization"))
+    return await authenticate(services_of(request), authorization_header(request.scope))
+
+
+def authorization_header(scope: Any) -> str | None:
+    # Scanning the raw headers is cheaper than building Litestar's Headers object for one.
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return bytes(value).decode("latin-1")
+    return None
 
 
 def took_ms(request: Request[Any, Any, Any]) -> int:
