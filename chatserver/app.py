@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Litestar
-from litestar.channels import ChannelsPlugin
 from litestar.channels.backends.memory import MemoryChannelsBackend
 from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from litestar.middleware import DefineMiddleware
@@ -29,7 +28,7 @@ from chatserver.middleware import RequestContextMiddleware
 from chatserver.presence import LocalPresence, RedisPresence
 from chatserver.problems import EXCEPTION_HANDLERS
 from chatserver.services import Services, now_us
-from chatserver.streams import BoundedSubscriber
+from chatserver.streams import BoundedSubscriber, ChatChannels
 
 log = logging.getLogger("chatserver")
 
@@ -70,7 +69,7 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     redis = _redis_client(settings.redis_url) if settings.redis_url else None
     if redis is not None:
         stack.push_async_callback(redis.aclose)
-    channels = ChannelsPlugin(
+    channels = ChatChannels(
         backend=RedisChannelsPubSubBackend(redis=redis) if redis else MemoryChannelsBackend(),
         arbitrary_channels_allowed=True,
         subscriber_class=BoundedSubscriber,

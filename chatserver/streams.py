@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from litestar.channels import ChannelsPlugin, Subscriber
@@ -46,25 +45,103 @@ class StreamUnavailable(Exception):
 
 
 class BoundedSubscriber(Subscriber):
-    """A subscriber whose queue overflowing is noticed, never silently dropped."""
+    """A subscriber with a small bounded queue whose overflow is noticed, never dropped.
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.overflowed = asyncio.Event()
+    It does not build Subscriber's asyncio.Queue (four deques and an Event, ~3 KiB): idle
+    sockets are most of what a chat server holds, so a list and one waiter are enough.
+    """
+
+    def __init__(
+        self, plugin: ChannelsPlugin, max_backlog: int | None = None, backlog_strategy: str = ""
+    ) -> None:
+        self._task = None
+        self._plugin = plugin
+        self._backend = plugin._backend  # as Subscriber.__init__ does
+        # A list until it holds something: most sockets are idle, and an empty list is
+        # ~10x smaller than an empty deque.
+        self._items: list[bytes | None] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._max = max_backlog or 0
+        self.channels: set[str] = set()
+        # Called when the queue overflows: the stream then ends (close code 1013).
+        self.on_overflow: Callable[[], None] | None = None
 
     def put_nowait(self, item: bytes | None) -> bool:
-        accepted = super().put_nowait(item)
-        if not accepted:
-            self.overflowed.set()
-        return accepted
+        if self._max and len(self._items) >= self._max:
+            if self.on_overflow is not None:
+                self.on_overflow()
+            return False
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        return True
 
     async def put(self, item: bytes | None) -> None:
         """Never wait: ``ChannelsPlugin.unsubscribe`` puts a stop sentinel with ``put``,
         which would block forever on the full queue of a lagging stream."""
         self.put_nowait(item)
 
+    async def wait(self) -> None:
+        """Return once an item is queued."""
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
     async def get(self) -> bytes | None:
-        return await self._queue.get()
+        await self.wait()
+        return self._items.pop(0)
+
+    @property
+    def qsize(self) -> int:
+        return len(self._items)
+
+    async def iter_events(self) -> AsyncGenerator[bytes, None]:
+        while (item := await self.get()) is not None:
+            yield item
+
+
+class ChatChannels(ChannelsPlugin):
+    """Litestar's channels plugin, with unsubscribing that stays cheap at scale.
+
+    The stock ``unsubscribe`` scans every channel ever used and never forgets an empty one:
+    with one channel per user plus one marker channel per stream opened, that grows without
+    bound. Here a subscriber knows its channels, and empty channels are dropped.
+    """
+
+    async def subscribe(self, channels: str | Iterable[str], history: int | None = None) -> Any:
+        names = [channels] if isinstance(channels, str) else list(channels)
+        subscriber = await super().subscribe(names, history)
+        if isinstance(subscriber, BoundedSubscriber):
+            subscriber.channels.update(names)
+        return subscriber
+
+    async def unsubscribe(
+        self, subscriber: Subscriber, channels: str | Iterable[str] | None = None
+    ) -> None:
+        if not isinstance(subscriber, BoundedSubscriber):
+            await super().unsubscribe(subscriber, channels)
+            return
+        names = (
+            subscriber.channels.copy()
+            if channels is None
+            else set([channels] if isinstance(channels, str) else channels)
+        )
+        emptied = set()
+        for name in names:
+            subscriber.channels.discard(name)
+            members = self._channels.get(name)
+            if members is not None:
+                members.discard(subscriber)
+                if not members:
+                    del self._channels[name]
+                    emptied.add(name)
+        if not subscriber.channels:
+            subscriber.put_nowait(None)  # ends iter_events()
+        if emptied:
+            await self._backend.unsubscribe(emptied)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,16 +160,41 @@ def message_id_of(payload: bytes) -> int | None:
     return int(payload[len(MESSAGE_PREFIX) : end])
 
 
-@dataclass(slots=True)
 class Subscription:
-    """An active subscription; ``pending`` holds live events that overtook the marker."""
+    """Subscribe to a user's channel; entering returns once the subscription is surely
+    active. ``pending`` holds live events that overtook the marker.
 
-    subscriber: BoundedSubscriber
-    pending: deque[bytes]
+    A class rather than an ``@asynccontextmanager``: an open stream keeps it for its whole
+    life, and a suspended generator frame per idle socket is memory for nothing.
+    """
+
+    __slots__ = ("_channels", "_user_id", "pending", "subscriber")
+
+    def __init__(self, channels: ChannelsPlugin, user_id: int) -> None:
+        self._channels = channels
+        self._user_id = user_id
+        self.pending: list[bytes] = []
+        self.subscriber: BoundedSubscriber
+
+    async def __aenter__(self) -> Subscription:
+        marker_channel = f"sync:{secrets.token_hex(8)}"
+        subscriber = await self._channels.subscribe([user_channel(self._user_id), marker_channel])
+        assert isinstance(subscriber, BoundedSubscriber)
+        self.subscriber = subscriber
+        try:
+            self.pending = await _await_marker(self._channels, subscriber, marker_channel)
+            await self._channels.unsubscribe(subscriber, [marker_channel])
+        except BaseException:
+            await self._channels.unsubscribe(subscriber)
+            raise
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._channels.unsubscribe(self.subscriber)
 
     async def next_payload(self) -> bytes:
         while True:
-            payload = self.pending.popleft() if self.pending else await self.subscriber.get()
+            payload = self.pending.pop(0) if self.pending else await self.subscriber.get()
             if payload is not None:
                 return payload
 
@@ -102,18 +204,9 @@ class Subscription:
             pass
 
 
-@asynccontextmanager
-async def subscription(channels: ChannelsPlugin, user_id: int) -> AsyncIterator[Subscription]:
-    """Subscribe to a user's channel and return once the subscription is surely active."""
-    marker_channel = f"sync:{secrets.token_hex(8)}"
-    subscriber = await channels.subscribe([user_channel(user_id), marker_channel])
-    assert isinstance(subscriber, BoundedSubscriber)
-    try:
-        early = await _await_marker(channels, subscriber, marker_channel)
-        await channels.unsubscribe(subscriber, [marker_channel])
-        yield Subscription(subscriber, deque(early))
-    finally:
-        await channels.unsubscribe(subscriber)
+def subscription(channels: ChannelsPlugin, user_id: int) -> Subscription:
+    """``async with subscription(channels, user_id) as sub: …``"""
+    return Subscription(channels, user_id)
 
 
 async def _await_marker(
@@ -135,6 +228,8 @@ async def _await_marker(
 class Feed:
     """Replay, then live events, for one user; ``next()`` is safe to cancel (timeouts)."""
 
+    __slots__ = ("_cursor", "_replay", "_replaying", "_services", "_subscription", "_user_id")
+
     def __init__(
         self, services: Services, subscription: Subscription, user_id: int, after_id: int
     ) -> None:
@@ -142,25 +237,31 @@ class Feed:
         self._subscription = subscription
         self._user_id = user_id
         self._cursor = after_id
-        self._replay: deque[StreamEvent] = deque()
+        self._replay: Iterator[StreamEvent] = iter(())
         self._replaying = True
 
     async def next(self) -> StreamEvent:
         """The next event; safe to cancel (a pending queue read loses nothing)."""
         while True:
-            while self._replaying and not self._replay:
+            if (event := next(self._replay, None)) is not None:
+                return event
+            if self._replaying:
                 await self._load_replay_page()
-            if self._replay:
-                return self._replay.popleft()
+                continue
+            if not self._subscription.pending:
+                # Idle here, two frames deep: most open streams wait at this line.
+                await self._subscription.subscriber.wait()
             if (event := await self._next_live()) is not None:
                 return event
 
     async def _load_replay_page(self) -> None:
         async with self._services.db.read() as conn:
             rows = await store.list_involving(conn, self._user_id, self._cursor, REPLAY_PAGE)
-        for row in rows:
-            self._replay.append(StreamEvent(_encode(MessageEvent(message_out(row))), row.id))
-            self._cursor = row.id
+        self._replay = iter(
+            [StreamEvent(_encode(MessageEvent(message_out(row))), row.id) for row in rows]
+        )
+        if rows:
+            self._cursor = rows[-1].id
         self._replaying = len(rows) == REPLAY_PAGE
 
     async def _next_live(self) -> StreamEvent | None:

@@ -18,7 +18,7 @@ from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from chatserver.api import docs
-from chatserver.api.deps import Caller, authenticate, caller_of, services_of
+from chatserver.api.deps import Caller, authenticate, authorization_header, caller_of, services_of
 from chatserver.config import MAX_FRAME_BYTES
 from chatserver.errors import ChatError, InvalidInput, NotAuthenticated
 from chatserver.hub import CLOSE_REVOKED, StreamHandle
@@ -73,7 +73,8 @@ async def stream_socket(
         await services.hub.open(handle)
         async with subscription(services.events.channels, caller.user_id) as sub:
             feed = Feed(services, sub, caller.user_id, after_id or 0)
-            code = await _serve_socket(socket, feed, handle, sub.subscriber.overflowed)
+            sub.subscriber.on_overflow = lambda: handle.close(CLOSE_TRY_AGAIN)
+            code = await _serve_socket(socket, feed, handle)
     except StreamUnavailable:
         code = CLOSE_UNAVAILABLE
     except Exception:  # log it with the request id; the client reconnects with after_id
@@ -88,7 +89,7 @@ async def stream_socket(
 async def _authenticate_socket(
     socket: WebSocket[Any, Any, Any], services: Services, after_id: int | None
 ) -> tuple[Caller, int | None]:
-    header = socket.headers.get("authorization")
+    header = authorization_header(socket.scope)
     if header:
         return await authenticate(services, header), after_id
     async with asyncio.timeout(AUTH_TIMEOUT_SECONDS):
@@ -102,31 +103,35 @@ async def _authenticate_socket(
 
 
 async def _serve_socket(
-    socket: WebSocket[Any, Any, Any], feed: Feed, handle: StreamHandle, overflowed: asyncio.Event
+    socket: WebSocket[Any, Any, Any], feed: Feed, handle: StreamHandle
 ) -> int | None:
-    """Run until something ends the stream; return the close code to send (None: gone)."""
-    sender = asyncio.create_task(_send_events(socket, feed))
-    reader = asyncio.create_task(_read_frames(socket))
-    lagging = asyncio.create_task(overflowed.wait())
-    tasks: set[asyncio.Future[Any]] = {sender, reader, lagging, handle.closed}
+    """Read client frames here while one task sends events; return the close code to send
+    (None when the client is gone or the sender already closed the socket).
+
+    One task per socket, not one per concern: idle sockets are what a chat server holds most
+    of, and each task costs memory. A revocation or an overflow resolves ``handle.closed``,
+    which cancels the sender; the sender then closes the socket with that code, and the
+    read below ends with the disconnect.
+    """
+    sender = asyncio.create_task(_send_events(socket, feed, handle))
+    handle.closed.add_done_callback(lambda _: sender.cancel())
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        return await _read_frames(socket)
     finally:
-        for task in (sender, reader, lagging):
-            task.cancel()
-    if handle.closed in done:
-        return handle.closed.result()
-    if lagging in done:
-        return CLOSE_TRY_AGAIN
-    if reader in done and not reader.cancelled() and reader.exception() is None:
-        return reader.result()
-    return None  # the client went away (or a send failed because it did)
+        sender.cancel()
+        with contextlib.suppress(BaseException):  # a send that failed: the client is gone
+            await sender
 
 
-async def _send_events(socket: WebSocket[Any, Any, Any], feed: Feed) -> None:
-    while True:
-        event = await feed.next()
-        await socket.send_data(event.payload, mode="text")
+async def _send_events(socket: WebSocket[Any, Any, Any], feed: Feed, handle: StreamHandle) -> None:
+    try:
+        while True:
+            event = await feed.next()
+            await socket.send_data(event.payload, mode="text")
+    except asyncio.CancelledError:
+        if handle.closed.done():  # revoked, or too slow: say why, then stop
+            await _close(socket, handle.closed.result())
+        raise
 
 
 async def _read_frames(socket: WebSocket[Any, Any, Any]) -> int | None:
@@ -206,7 +211,8 @@ async def _sse_events(
     try:
         async with subscription(services.events.channels, caller.user_id) as sub:
             feed = Feed(services, sub, caller.user_id, after_id)
-            async for message in _sse_messages(feed, handle, sub.subscriber.overflowed):
+            sub.subscriber.on_overflow = lambda: handle.close(CLOSE_TRY_AGAIN)
+            async for message in _sse_messages(feed, handle):
                 yield message
     except StreamUnavailable:
         return
@@ -214,13 +220,11 @@ async def _sse_events(
         await services.hub.close(handle)
 
 
-async def _sse_messages(
-    feed: Feed, handle: StreamHandle, overflowed: asyncio.Event
-) -> AsyncIterator[ServerSentEventMessage]:
+async def _sse_messages(feed: Feed, handle: StreamHandle) -> AsyncIterator[ServerSentEventMessage]:
     """Events as SSE messages, a keep-alive comment when idle, until the stream must end."""
     pending: asyncio.Future[StreamEvent] | None = None
     try:
-        while not handle.closed.done() and not overflowed.is_set():
+        while not handle.closed.done():
             pending = pending or asyncio.ensure_future(feed.next())
             waiting: set[asyncio.Future[Any]] = {pending, handle.closed}
             await asyncio.wait(
