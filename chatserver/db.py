@@ -186,10 +186,12 @@ class SqliteDatabase:
                     self._write_conn.execute("ROLLBACK")
                 failure = Unavailable(f"The database could not commit: {exc}")
                 for future in batch:
-                    future.set_exception(failure)
+                    if not future.done():  # its writer may have been cancelled meanwhile
+                        future.set_exception(failure)
             else:
                 for future in batch:
-                    future.set_result(None)
+                    if not future.done():
+                        future.set_result(None)
             finally:
                 self._in_batch = False
 

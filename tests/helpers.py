@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
+import re
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
+import psycopg
+from litestar import Litestar
 from litestar.testing import AsyncTestClient
+
+from chatserver.app import create_app
+from chatserver.config import Settings
+from chatserver.migrations import upgrade
 
 PASSWORD = "correct horse battery"
 _names = itertools.count(1)
@@ -84,3 +96,153 @@ def assert_problem(r: httpx.Response, status: int, *fields: str) -> dict[str, An
     for field in fields:
         assert field in body.get("errors", {}), body
     return body
+
+
+# ---------------------------------------------------------------- more helpers
+
+# RFC 3339 in UTC with a trailing Z, fractional seconds allowed.
+UTC_TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z")
+
+
+def assert_utc_timestamp(value: Any) -> datetime:
+    """``value`` is an RFC 3339 UTC timestamp ending in ``Z``; return it parsed."""
+    assert isinstance(value, str), value
+    assert UTC_TIMESTAMP_RE.fullmatch(value), value
+    return datetime.fromisoformat(value)
+
+
+async def post_raw(
+    client: AsyncTestClient,  # type: ignore[type-arg]
+    path: str,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    content_type: str = "application/json",
+) -> httpx.Response:
+    """POST ``body`` exactly as given (no JSON encoding), with ``content_type``."""
+    return await client.post(
+        path, content=body, headers={"Content-Type": content_type, **(headers or {})}
+    )
+
+
+class CountingConn:
+    """A ``chatserver.db.Conn`` that records every statement it runs."""
+
+    def __init__(self, inner: Any, statements: list[str]) -> None:
+        self._inner = inner
+        self._statements = statements
+
+    async def fetch_all(self, sql: str, *args: Any) -> Any:
+        self._statements.append(sql)
+        return await self._inner.fetch_all(sql, *args)
+
+    async def fetch_one(self, sql: str, *args: Any) -> Any:
+        self._statements.append(sql)
+        return await self._inner.fetch_one(sql, *args)
+
+    async def fetch_val(self, sql: str, *args: Any) -> Any:
+        self._statements.append(sql)
+        return await self._inner.fetch_val(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> Any:
+        self._statements.append(sql)
+        return await self._inner.execute(sql, *args)
+
+    async def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self._statements.append(sql)
+        await self._inner.execute_many(sql, rows)
+
+
+class CountingDatabase:
+    """Wraps the app's ``chatserver.db.Database``; ``statements`` lists the SQL it ran."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.dialect = inner.dialect
+        self.statements: list[str] = []
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[CountingConn]:
+        async with self._inner.read() as conn:
+            yield CountingConn(conn, self.statements)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[CountingConn]:
+        async with self._inner.transaction() as conn:
+            yield CountingConn(conn, self.statements)
+
+    async def ping(self) -> None:
+        await self._inner.ping()
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def count_statements(app: Litestar) -> CountingDatabase:
+    """Swap a counting proxy in front of the running app's database and return it."""
+    services = app.state.services
+    counting = CountingDatabase(services.db)
+    services.db = counting
+    return counting
+
+
+def query_database(database_url: str, sql: str) -> list[tuple[Any, ...]]:
+    """Run one read-only statement straight against a test database (outside the app)."""
+    if database_url.startswith("sqlite"):
+        with closing(sqlite3.connect(database_url.split(":///", 1)[1])) as conn:
+            return list(conn.execute(sql).fetchall())
+    with psycopg.connect(database_url) as conn:
+        return list(conn.execute(sql).fetchall())  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def concurrent_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client whose requests really run concurrently: the app runs in this event loop.
+
+    Litestar's AsyncTestClient hands every request to a portal thread and blocks until it
+    is answered, so requests "raced" with asyncio.gather through it run one after another.
+    """
+    async with concurrent_app(settings) as (_, client):
+        yield client
+
+
+@asynccontextmanager
+async def concurrent_app(
+    settings: Settings,
+) -> AsyncIterator[tuple[Litestar, httpx.AsyncClient]]:
+    """`concurrent_client` and its app, running (and migrated) in this event loop."""
+    await asyncio.to_thread(upgrade, settings.database_url)
+    app = create_app(settings)
+    async with (
+        _lifespan(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        ) as client,
+    ):
+        yield app, client
+
+
+@asynccontextmanager
+async def _lifespan(app: Litestar) -> AsyncIterator[None]:
+    """Run the app's lifespan in a task of its own: its task groups must start and stop in
+    one task, and a pytest fixture sets up and tears down in different ones."""
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def run() -> None:
+        async with app.lifespan():
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(run())
+    ready = asyncio.create_task(started.wait())
+    await asyncio.wait([task, ready], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if not started.is_set():
+        ready.cancel()
+        task.cancel()
+        raise RuntimeError("the app did not start within 30 s") from (
+            task.exception() if task.done() and not task.cancelled() else None
+        )
+    try:
+        yield
+    finally:
+        stop.set()
+        await task

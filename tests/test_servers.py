@@ -7,10 +7,6 @@ import asyncio
 import asyncpg
 import redis.asyncio as aioredis
 
-# Normally loaded by tests/conftest.py; repeated here so this file also runs on its own
-# (pytest ignores a plugin that is already registered).
-pytest_plugins = ["tests.servers"]
-
 
 async def test_postgres_url_is_a_fresh_writable_database(postgres_url: str) -> None:
     conn = await asyncpg.connect(postgres_url)

@@ -12,7 +12,7 @@ from litestar.params import Body, Parameter
 
 from chatserver import actions
 from chatserver.api import docs
-from chatserver.api.deps import caller_of, services_of, took_ms
+from chatserver.api.deps import caller_of, services_of, strict_body, took_ms
 from chatserver.errors import InvalidInput
 from chatserver.schemas import (
     MAX_ID,
@@ -57,6 +57,7 @@ IdParam = Annotated[int | None, Parameter(ge=0, le=MAX_ID)]
     "/",
     status_code=201,
     responses={**docs.WITH_BODY, **docs.AUTHED, 404: docs.NOT_FOUND, 422: docs.KEY_REUSED},
+    before_request=strict_body(NewMessage),
 )
 async def send_message(
     request: Request[Any, Any, Any],

@@ -8,14 +8,17 @@ signature model and a kwargs pass per request), more than everything our own cod
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from litestar import Request
 from litestar.connection import ASGIConnection
 
 from chatserver import auth, store
 from chatserver.errors import BadCredentials, NotAuthenticated
+from chatserver.schemas import BODY_KINDS, check_body_kinds
 from chatserver.services import Services
 
 
@@ -73,3 +76,24 @@ def took_ms(request: Request[Any, Any, Any]) -> int:
     """Whole milliseconds since the request arrived (set by the request middleware)."""
     started = request.scope.get("state", {}).get("started", time.perf_counter())
     return int((time.perf_counter() - started) * 1000)
+
+
+def strict_body(
+    struct: type[msgspec.Struct],
+) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
+    """A ``before_request`` hook that checks the body's JSON kinds, naming every bad field.
+
+    It runs before Litestar converts the body into ``struct``: that conversion is lenient
+    ("1" becomes 1) and reports only the first problem.
+    """
+    kinds = BODY_KINDS[struct]
+
+    async def check(request: Request[Any, Any, Any]) -> None:
+        raw = await request.body()
+        try:
+            body = msgspec.json.decode(raw) if raw else None
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+            return  # Litestar's own decoding reports malformed JSON
+        check_body_kinds(body, kinds)
+
+    return check

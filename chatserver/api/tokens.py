@@ -10,7 +10,7 @@ from litestar.params import Body
 
 from chatserver import actions
 from chatserver.api import docs
-from chatserver.api.deps import caller_of, services_of
+from chatserver.api.deps import caller_of, services_of, strict_body
 from chatserver.errors import InvalidInput
 from chatserver.schemas import Login, TokenOut
 from chatserver.views import user_out
@@ -18,7 +18,13 @@ from chatserver.views import user_out
 LOGIN_EXAMPLE = Example(summary="Log in", value={"username": "john", "password": "s3cret-pass"})
 
 
-@post("/", status_code=200, responses={**docs.WITH_BODY, **docs.AUTHED}, security=[])
+@post(
+    "/",
+    status_code=200,
+    responses={**docs.WITH_BODY, **docs.AUTHED},
+    security=[],
+    before_request=strict_body(Login),
+)
 async def issue_token(
     request: Request[Any, Any, Any], data: Annotated[Login, Body(examples=[LOGIN_EXAMPLE])]
 ) -> TokenOut:

@@ -10,7 +10,7 @@ from litestar.params import Body, Parameter
 
 from chatserver import actions, store
 from chatserver.api import docs
-from chatserver.api.deps import caller_of, services_of
+from chatserver.api.deps import caller_of, services_of, strict_body
 from chatserver.errors import InvalidInput, NotFound
 from chatserver.schemas import MAX_ID, NewUser, UserOut, bad_text
 from chatserver.views import user_out
@@ -21,7 +21,13 @@ SIGN_UP_EXAMPLE = Example(
 )
 
 
-@post("/", status_code=201, responses={**docs.WITH_BODY, 409: docs.CONFLICT}, security=[])
+@post(
+    "/",
+    status_code=201,
+    responses={**docs.WITH_BODY, 409: docs.CONFLICT},
+    security=[],
+    before_request=strict_body(NewUser),
+)
 async def create_user(
     request: Request[Any, Any, Any], data: Annotated[NewUser, Body(examples=[SIGN_UP_EXAMPLE])]
 ) -> UserOut:

@@ -1,0 +1,269 @@
+"""/api/v1/auth/token/ and credentials: tokens, Bearer and Basic, 401s."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import httpx
+import pytest
+from litestar.testing import AsyncTestClient
+
+from chatserver import auth
+from tests.helpers import PASSWORD, Api, assert_problem, assert_utc_timestamp, query_database
+
+Client = AsyncTestClient  # type: ignore[type-arg]
+
+TOKEN = "/api/v1/auth/token/"
+USERS = "/api/v1/users/"
+CHATS = "/api/v1/chats/"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def basic(username: str, password: str) -> dict[str, str]:
+    raw = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {raw}"}
+
+
+def assert_401(r: httpx.Response) -> dict[str, Any]:
+    problem = assert_problem(r, 401)
+    assert r.headers["WWW-Authenticate"]
+    return problem
+
+
+# ---------------------------------------------------------------- issuing tokens
+
+
+async def test_token_with_username_returns_token_and_own_user(api: Api) -> None:
+    alice = await api.signup()
+    r = await api.client.post(TOKEN, json={"username": alice.username, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"token", "user"}
+    assert isinstance(body["token"], str)
+    user = body["user"]
+    assert (user["id"], user["username"], user["email"]) == (alice.id, alice.username, alice.email)
+    assert_utc_timestamp(user["date_joined"])
+
+
+async def test_token_with_email_works(api: Api) -> None:
+    alice = await api.signup()
+    r = await api.client.post(TOKEN, json={"username": alice.email, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    assert r.json()["user"]["id"] == alice.id
+
+
+async def test_token_with_username_or_email_in_another_case_works(api: Api) -> None:
+    alice = await api.signup("Alice")
+    for login in ("ALICE", alice.email.upper()):
+        r = await api.client.post(TOKEN, json={"username": login, "password": PASSWORD})
+        assert r.status_code == 200, (login, r.text)
+
+
+async def test_tokens_are_long_random_and_distinct(api: Api) -> None:
+    alice = await api.signup()
+    tokens = {alice.token, await api.login(alice.username), await api.login(alice.username)}
+    assert len(tokens) == 3
+    # At least 128 bits: 22 characters of URL-safe base64, 32 of hex.
+    assert all(len(token) >= 22 for token in tokens)
+
+
+async def test_every_issued_token_works(api: Api) -> None:
+    alice = await api.signup()
+    second = await api.login(alice.username)
+    for token in (alice.token, second):
+        r = await api.client.get(USERS, headers=bearer(token))
+        assert r.status_code == 200, r.text
+        assert r.json()["id"] == alice.id
+
+
+async def test_tokens_are_stored_only_as_a_hash(api: Api, database_url: str) -> None:
+    alice = await api.signup()
+    rows = query_database(database_url, "SELECT * FROM tokens")
+    assert len(rows) == 1
+    assert all(alice.token not in str(value) for value in rows[0])
+
+
+async def test_wrong_password_is_401(api: Api) -> None:
+    alice = await api.signup()
+    r = await api.client.post(TOKEN, json={"username": alice.username, "password": "wrong-pw1"})
+    assert_401(r)
+
+
+async def test_unknown_user_and_wrong_password_get_the_same_401(api: Api) -> None:
+    alice = await api.signup()
+    wrong_password = await api.client.post(
+        TOKEN, json={"username": alice.username, "password": "wrong-pw1"}
+    )
+    unknown_user = await api.client.post(
+        TOKEN, json={"username": "nobody-here", "password": "wrong-pw1"}
+    )
+    assert wrong_password.status_code == unknown_user.status_code == 401
+    assert wrong_password.json() == unknown_user.json()
+    assert wrong_password.headers["WWW-Authenticate"] == unknown_user.headers["WWW-Authenticate"]
+
+
+async def test_basic_unknown_user_and_wrong_password_get_the_same_401(api: Api) -> None:
+    alice = await api.signup()
+    wrong_password = await api.client.get(USERS, headers=basic(alice.username, "wrong-pw1"))
+    unknown_user = await api.client.get(USERS, headers=basic("nobody-here", "wrong-pw1"))
+    assert wrong_password.status_code == unknown_user.status_code == 401
+    assert wrong_password.json() == unknown_user.json()
+
+
+async def test_token_request_with_missing_fields_is_400(client: Client) -> None:
+    assert_problem(await client.post(TOKEN, json={"username": "alice"}), 400, "password")
+    assert_problem(await client.post(TOKEN, json={"password": PASSWORD}), 400, "username")
+
+
+async def test_issuing_a_token_needs_no_authentication(api: Api) -> None:
+    alice = await api.signup()
+    r = await api.client.post(
+        TOKEN, json={"username": alice.username, "password": PASSWORD}, headers=bearer("junk")
+    )
+    assert r.status_code == 200, r.text
+
+
+# ---------------------------------------------------------------- revoking
+
+
+async def test_revoke_is_204_and_the_token_stops_working(api: Api) -> None:
+    alice = await api.signup()
+    assert (await api.client.get(USERS, headers=alice.auth)).status_code == 200  # now cached
+    r = await api.client.delete(TOKEN, headers=alice.auth)
+    assert r.status_code == 204, r.text
+    assert r.content == b""
+    assert_401(await api.client.get(USERS, headers=alice.auth))
+    assert_401(await api.client.delete(TOKEN, headers=alice.auth))
+
+
+async def test_revoke_leaves_the_users_other_tokens_valid(api: Api) -> None:
+    alice = await api.signup()
+    other = await api.login(alice.username)
+    await api.client.delete(TOKEN, headers=alice.auth)
+    r = await api.client.get(USERS, headers=bearer(other))
+    assert r.status_code == 200, r.text
+
+
+async def test_revoke_needs_authentication(client: Client) -> None:
+    assert_401(await client.delete(TOKEN))
+
+
+# ---------------------------------------------------------------- Bearer and Basic
+
+
+async def test_basic_auth_is_accepted_everywhere(api: Api) -> None:
+    alice = await api.signup()
+    r = await api.client.get(USERS, headers=alice.basic)
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == alice.id
+    r = await api.client.post(
+        CHATS, json={"user_id": alice.id, "message": "hi"}, headers=alice.basic
+    )
+    assert r.status_code == 201, r.text
+    r = await api.client.get(CHATS, headers=alice.basic)
+    assert r.status_code == 200, r.text
+
+
+async def test_basic_auth_accepts_the_email(api: Api) -> None:
+    alice = await api.signup()
+    r = await api.client.get(USERS, headers=basic(alice.email, PASSWORD))
+    assert r.status_code == 200, r.text
+    assert r.json()["id"] == alice.id
+
+
+async def test_basic_auth_with_a_colon_in_the_password(client: Client) -> None:
+    password = "pass:word:with:colons"
+    body = {"username": "colon", "email": "colon@example.com", "password": password}
+    assert (await client.post(USERS, json=body)).status_code == 201
+    r = await client.get(USERS, headers=basic("colon", password))
+    assert r.status_code == 200, r.text
+
+
+async def test_scheme_names_are_case_insensitive(api: Api) -> None:
+    alice = await api.signup()
+    r = await api.client.get(USERS, headers={"Authorization": f"bearer {alice.token}"})
+    assert r.status_code == 200, r.text
+
+
+async def test_bad_credentials_are_401_with_www_authenticate(
+    api: Api, subtests: pytest.Subtests
+) -> None:
+    alice = await api.signup()
+    headers = {
+        "missing": {},
+        "empty": {"Authorization": ""},
+        "unknown token": bearer("not-a-real-token"),
+        "bearer without token": {"Authorization": "Bearer"},
+        "bearer blank": {"Authorization": "Bearer    "},
+        "unknown scheme": {"Authorization": f"Token {alice.token}"},
+        "token without scheme": {"Authorization": alice.token},
+        "basic wrong password": basic(alice.username, "wrong-pw1"),
+        "basic unknown user": basic("nobody", PASSWORD),
+        "basic not base64": {"Authorization": "Basic !!!not-base64!!!"},
+        "basic without colon": {
+            "Authorization": "Basic " + base64.b64encode(alice.username.encode()).decode()
+        },
+        "basic not utf8": {"Authorization": "Basic " + base64.b64encode(b"\xff:\xfe").decode()},
+    }
+    for case, header in headers.items():
+        for method, path in (("GET", USERS), ("GET", CHATS), ("DELETE", TOKEN)):
+            with subtests.test(case, method=method, path=path):
+                assert_401(await api.client.request(method, path, headers=header))
+
+
+async def test_a_401_does_not_say_whether_the_user_exists(api: Api) -> None:
+    alice = await api.signup()
+    problem = assert_401(
+        await api.client.post(TOKEN, json={"username": alice.username, "password": "nope-nope"})
+    )
+    assert alice.username not in str(problem)
+
+
+# ---------------------------------------------------------------- hashing costs
+
+
+@pytest.fixture
+def argon2_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records each argon2 password verification the server runs (by password)."""
+    calls: list[str] = []
+    real = auth._verify
+
+    def counting(password_hash: str, password: str) -> bool:
+        calls.append(password)
+        return real(password_hash, password)
+
+    monkeypatch.setattr(auth, "_verify", counting)
+    return calls
+
+
+async def test_a_bearer_request_costs_no_password_hash(api: Api, argon2_checks: list[str]) -> None:
+    alice = await api.signup()
+    argon2_checks.clear()
+    for _ in range(2):  # the first look-up of a token and a cached one
+        assert (await api.client.get(USERS, headers=alice.auth)).status_code == 200
+    assert argon2_checks == []
+    assert (await api.client.get(USERS, headers=alice.basic)).status_code == 200
+    assert argon2_checks == [PASSWORD]  # Basic does check the password
+
+
+async def test_unknown_user_costs_one_hash_like_a_wrong_password(
+    api: Api, argon2_checks: list[str]
+) -> None:
+    alice = await api.signup()
+    argon2_checks.clear()
+    await api.client.post(TOKEN, json={"username": alice.username, "password": "wrong-pw-1"})
+    await api.client.post(TOKEN, json={"username": "nobody-here", "password": "wrong-pw-2"})
+    await api.client.get(USERS, headers=basic("nobody-here", "wrong-pw-3"))
+    assert argon2_checks == ["wrong-pw-1", "wrong-pw-2", "wrong-pw-3"]
+
+
+async def test_passwords_are_stored_as_argon2id_hashes(api: Api, database_url: str) -> None:
+    await api.signup()
+    rows = query_database(database_url, "SELECT password_hash FROM users")
+    assert len(rows) == 1
+    assert rows[0][0].startswith("$argon2id$")
+    assert PASSWORD not in rows[0][0]
