@@ -106,32 +106,45 @@ async def _serve_socket(
     socket: WebSocket[Any, Any, Any], feed: Feed, handle: StreamHandle
 ) -> int | None:
     """Read client frames here while one task sends events; return the close code to send
-    (None when the client is gone or the sender already closed the socket).
+    (None when the client is gone).
 
     One task per socket, not one per concern: idle sockets are what a chat server holds most
     of, and each task costs memory. A revocation or an overflow resolves ``handle.closed``,
-    which cancels the sender; the sender then closes the socket with that code, and the
-    read below ends with the disconnect.
+    and a sender that stops (a failed send or read) ends the stream too: either interrupts
+    the read below, because the close cannot wait for the client to send something (granian
+    sends the close frame only once the handler returns; a client that stopped reading may
+    never send again).
     """
-    sender = asyncio.create_task(_send_events(socket, feed, handle))
-    handle.closed.add_done_callback(lambda _: sender.cancel())
+    sender = asyncio.create_task(_send_events(socket, feed))
+    reader = asyncio.current_task()
+    assert reader is not None
+    state = {"serving": True, "interrupted": False}
+
+    def interrupt(_: object) -> None:
+        if state["serving"]:
+            state["interrupted"] = True
+            reader.cancel()
+
+    handle.closed.add_done_callback(interrupt)
+    sender.add_done_callback(interrupt)
     try:
         return await _read_frames(socket)
+    except asyncio.CancelledError:
+        if not state["interrupted"] or reader.uncancel() > 0:
+            raise  # cancelled from outside too (shutdown)
+        return handle.closed.result() if handle.closed.done() else CLOSE_UNAVAILABLE
     finally:
+        state["serving"] = False
+        handle.closed.remove_done_callback(interrupt)
         sender.cancel()
         with contextlib.suppress(BaseException):  # a send that failed: the client is gone
             await sender
 
 
-async def _send_events(socket: WebSocket[Any, Any, Any], feed: Feed, handle: StreamHandle) -> None:
-    try:
-        while True:
-            event = await feed.next()
-            await socket.send_data(event.payload, mode="text")
-    except asyncio.CancelledError:
-        if handle.closed.done():  # revoked, or too slow: say why, then stop
-            await _close(socket, handle.closed.result())
-        raise
+async def _send_events(socket: WebSocket[Any, Any, Any], feed: Feed) -> None:
+    while True:
+        event = await feed.next()
+        await socket.send_data(event.payload, mode="text")
 
 
 async def _read_frames(socket: WebSocket[Any, Any, Any]) -> int | None:
