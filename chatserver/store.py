@@ -291,6 +291,22 @@ async def mark_received(
     return [(int(r[0]), int(r[1])) for r in rows]
 
 
+async def last_involving_id_before(conn: Conn, user_id: int, before: int) -> int:
+    """The id of the user's latest message (sent or received) sent before ``before``, or 0.
+
+    Walks each index from the newest message back, so it reads only what is newer."""
+    ids = [
+        await conn.fetch_val(
+            f"SELECT id FROM messages WHERE {column} = $1 AND sent_at < $2"
+            " ORDER BY id DESC LIMIT 1",
+            user_id,
+            before,
+        )
+        for column in ("recipient_id", "sender_id")
+    ]
+    return max(int(i or 0) for i in ids)
+
+
 async def list_involving(conn: Conn, user_id: int, after_id: int, limit: int) -> list[MessageRow]:
     """Messages to or from a user with id > after_id, oldest first (stream resume)."""
     sql = (

@@ -226,22 +226,45 @@ async def _await_marker(
 
 
 class Feed:
-    """Replay, then live events, for one user; ``next()`` is safe to cancel (timeouts)."""
+    """Replay, then live events, for one user; ``next()`` is safe to cancel (timeouts).
 
-    __slots__ = ("_cursor", "_replay", "_replaying", "_services", "_subscription", "_user_id")
+    Without ``after_id`` there is no history to replay: the feed starts with the messages
+    sent from ``since`` on (when the client began to connect), not years of history.
+    """
+
+    __slots__ = (
+        "_cursor",
+        "_replay",
+        "_replaying",
+        "_services",
+        "_since",
+        "_subscription",
+        "_user_id",
+    )
 
     def __init__(
-        self, services: Services, subscription: Subscription, user_id: int, after_id: int
+        self,
+        services: Services,
+        subscription: Subscription,
+        user_id: int,
+        after_id: int | None,
+        since: int = 0,
     ) -> None:
         self._services = services
         self._subscription = subscription
         self._user_id = user_id
-        self._cursor = after_id
+        self._cursor = after_id if after_id is not None else -1  # -1: found from ``since``
+        self._since = since
         self._replay: Iterator[StreamEvent] = iter(())
         self._replaying = True
 
     async def next(self) -> StreamEvent:
         """The next event; safe to cancel (a pending queue read loses nothing)."""
+        if self._cursor < 0:
+            async with self._services.db.read() as conn:
+                self._cursor = await store.last_involving_id_before(
+                    conn, self._user_id, self._since
+                )
         while True:
             if (event := next(self._replay, None)) is not None:
                 return event

@@ -532,3 +532,14 @@ async def test_presence_goes_offline_when_the_client_vanishes(
             return (await user_json(api, bob, alice.id))["online"] is False
 
         await wait_until(offline, what="presence offline after an abort")
+
+
+async def test_a_stream_without_after_id_starts_now_not_with_history(
+    server: LiveServer, api: Api, alice: User, bob: User
+) -> None:
+    old = await api.send(bob, alice.id, "history")
+    async with open_stream(server.ws_url, alice.token) as ws:
+        new = await api.send(bob, alice.id, "news")
+        received = await next_message(ws)
+    assert received == new
+    assert received["id"] != old["id"]

@@ -20,6 +20,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from chatserver.api import docs
 from chatserver.api.deps import Caller, authenticate, authorization_header, caller_of, services_of
 from chatserver.config import MAX_FRAME_BYTES
+from chatserver.db import now_us
 from chatserver.errors import ChatError, InvalidInput, NotAuthenticated
 from chatserver.hub import CLOSE_REVOKED, StreamHandle
 from chatserver.schemas import MAX_ID
@@ -61,6 +62,7 @@ async def stream_socket(
 ) -> None:
     """Live events over WebSocket (Bearer header, or a first frame {"type": "auth", …})."""
     services = services_of(socket)
+    connecting_since = now_us()  # without after_id, the stream starts here
     # Accept first: a refusal before accepting reaches most clients as a bare HTTP 403.
     await socket.accept()
     try:
@@ -72,7 +74,7 @@ async def stream_socket(
     try:
         await services.hub.open(handle)
         async with subscription(services.events.channels, caller.user_id) as sub:
-            feed = Feed(services, sub, caller.user_id, after_id or 0)
+            feed = Feed(services, sub, caller.user_id, after_id, connecting_since)
             sub.subscriber.on_overflow = lambda: handle.close(CLOSE_TRY_AGAIN)
             code = await _serve_socket(socket, feed, handle)
     except StreamUnavailable:
@@ -208,22 +210,23 @@ class NotAcceptable(ChatError):
     title = "Not acceptable"
 
 
-def _resume_point(after_id: int | None, last_event_id: str | None) -> int:
+def _resume_point(after_id: int | None, last_event_id: str | None) -> int | None:
     if last_event_id is None:
-        return after_id or 0
+        return after_id
     if not last_event_id.isdigit() or int(last_event_id) > MAX_ID:
         raise InvalidInput({"Last-Event-ID": ["must be a message id"]})
     return int(last_event_id)
 
 
 async def _sse_events(
-    services: Services, caller: Caller, after_id: int
+    services: Services, caller: Caller, after_id: int | None
 ) -> AsyncIterator[ServerSentEventMessage]:
+    since = now_us()  # without after_id, the stream starts here
     handle = StreamHandle(caller.user_id, caller.token_hash)
     await services.hub.open(handle)
     try:
         async with subscription(services.events.channels, caller.user_id) as sub:
-            feed = Feed(services, sub, caller.user_id, after_id)
+            feed = Feed(services, sub, caller.user_id, after_id, since)
             sub.subscriber.on_overflow = lambda: handle.close(CLOSE_TRY_AGAIN)
             async for message in _sse_messages(feed, handle):
                 yield message
