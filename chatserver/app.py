@@ -125,9 +125,10 @@ Bearer header or a first text frame `{"type": "auth", "token": "…", "after_id"
 `{"type": "message", "message": {…}}` for every message to or from you, and
 `{"type": "received", "message_ids": […], "by": <user id>, "at": "…"}` when your messages
 are fetched. `?after_id=` replays what you missed, oldest first, then goes live (no gap, no
-duplicate); without it the stream starts with messages sent from the moment you connect. Other client frames get `{"type": "error", …}`; frames over 64 KiB close with
-1009; a client too slow to read is closed with 1013 and resumes with `after_id`; revoking
-the token or deleting the user closes with 4401.
+duplicate); without it the stream starts with messages sent from the moment you connect.
+Other client frames get `{"type": "error", …}`; frames over 64 KiB close with 1009; a
+client too slow to read is closed with 1013 and resumes with `after_id`; revoking the token
+or deleting the user closes with 4401.
 """
 
 
