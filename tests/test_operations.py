@@ -376,3 +376,20 @@ def test_serve_on_a_port_in_use_fails_without_a_traceback(tmp_path: Path) -> Non
     assert result.returncode != 0, output
     assert "Traceback" not in output
     assert "in use" in output.lower()
+
+
+def test_nodes_migrating_a_fresh_postgresql_at_once_both_succeed(postgres_url: str) -> None:
+    """Several `chatserver serve` starting together: the migration lock makes them take turns."""
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "chatserver", "migrate", "--database-url", postgres_url],
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
+    for run in runs:
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err.decode()
+    with closing(psycopg.connect(postgres_url)) as conn:
+        (version,) = conn.execute("SELECT version_num FROM alembic_version").fetchone() or ("",)
+    assert version == "0001"

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
-from sqlalchemy import Connection, create_engine, pool
+from sqlalchemy import Connection, create_engine, pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from chatserver.db import sqlalchemy_url
 from chatserver.models import metadata
+
+MIGRATION_LOCK = 0x63686174  # any constant shared by every node: "chat"
 
 
 def run_with(connection: Connection) -> None:
@@ -19,6 +21,10 @@ def run_with(connection: Connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Nodes starting together take turns: the lock lasts until this transaction
+            # (which holds all of PostgreSQL's DDL) commits, and the next one finds head.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 
