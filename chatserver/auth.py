@@ -101,13 +101,17 @@ class TokenCache:
     """token hash -> user id, so a Bearer request usually costs no database round trip.
 
     Entries expire after ``ttl`` seconds; revocation and account deletion evict at once on
-    this process (and, with several nodes, through the "auth" broadcast events).
+    this process (and, with several nodes, through the control channel's revoke events).
+    An eviction also leaves a tombstone for one ``ttl``: a look-up that read the database
+    just before the revocation committed cannot put the token back afterwards.
     """
 
     def __init__(self, ttl: float, max_entries: int = 100_000) -> None:
         self._ttl = ttl
         self._max = max_entries
         self._entries: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._revoked_tokens: dict[str, float] = {}
+        self._revoked_users: dict[int, float] = {}
 
     def get(self, key: str) -> int | None:
         entry = self._entries.get(key)
@@ -119,15 +123,28 @@ class TokenCache:
         return entry[0]
 
     def put(self, key: str, user_id: int) -> None:
-        self._entries[key] = (user_id, time.monotonic() + self._ttl)
+        now = time.monotonic()
+        if self._revoked_tokens.get(key, 0) > now or self._revoked_users.get(user_id, 0) > now:
+            return
+        self._entries[key] = (user_id, now + self._ttl)
         self._entries.move_to_end(key)
         if len(self._entries) > self._max:
             self._entries.popitem(last=False)
 
     def evict_token(self, key: str) -> None:
         self._entries.pop(key, None)
+        self._revoked_tokens[key] = self._tombstone_until()
 
     def evict_user(self, user_id: int) -> None:
         # Rare (account deletion), so a scan is simpler than a second index.
         for key in [k for k, (uid, _) in self._entries.items() if uid == user_id]:
             del self._entries[key]
+        self._revoked_users[user_id] = self._tombstone_until()
+
+    def _tombstone_until(self) -> float:
+        now = time.monotonic()
+        for tombstones in (self._revoked_tokens, self._revoked_users):
+            if len(tombstones) > 1000:  # revocations are rare: prune only when many piled up
+                for key in [k for k, until in tombstones.items() if until <= now]:
+                    del tombstones[key]  # type: ignore[arg-type]
+        return now + self._ttl
