@@ -17,6 +17,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from chatserver import store
 from chatserver.api import docs
 from chatserver.api.deps import Caller, authenticate, authorization_header, caller_of, services_of
 from chatserver.config import MAX_FRAME_BYTES
@@ -73,6 +74,7 @@ async def stream_socket(
     handle = StreamHandle(caller.user_id, caller.token_hash)
     try:
         await services.hub.open(handle)
+        await _close_if_revoked_meanwhile(services, caller, handle)
         async with subscription(services.events.channels, caller.user_id) as sub:
             feed = Feed(services, sub, caller.user_id, after_id, connecting_since)
             sub.subscriber.on_overflow = lambda: handle.close(CLOSE_TRY_AGAIN)
@@ -86,6 +88,20 @@ async def stream_socket(
         await services.hub.close(handle)
     if code is not None:
         await _close(socket, code)
+
+
+async def _close_if_revoked_meanwhile(
+    services: Services, caller: Caller, handle: StreamHandle
+) -> None:
+    """A revocation that landed between authenticating and registering with the hub found
+    no stream to close: check once more, now that later revocations will find it."""
+    async with services.db.read() as conn:
+        if caller.token_hash is not None:
+            valid = await store.find_token_user(conn, caller.token_hash) == caller.user_id
+        else:
+            valid = await store.get_user(conn, caller.user_id) is not None
+    if not valid:
+        handle.close(CLOSE_REVOKED)
 
 
 async def _authenticate_socket(
@@ -225,6 +241,7 @@ async def _sse_events(
     handle = StreamHandle(caller.user_id, caller.token_hash)
     await services.hub.open(handle)
     try:
+        await _close_if_revoked_meanwhile(services, caller, handle)
         async with subscription(services.events.channels, caller.user_id) as sub:
             feed = Feed(services, sub, caller.user_id, after_id, since)
             sub.subscriber.on_overflow = lambda: handle.close(CLOSE_TRY_AGAIN)
