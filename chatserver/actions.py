@@ -27,11 +27,13 @@ async def create_user(s: Services, body: NewUser) -> store.UserRow:
         async with s.db.transaction() as conn:
             return await store.insert_user(conn, username, email, password_hash, keys, now_us())
     except UniqueViolation:
-        raise Conflict(_taken(str(keys))) from None
+        raise Conflict(await _which_is_taken(s, keys[0])) from None
 
 
-def _taken(_: str) -> str:
-    return "That username or email is already registered"
+async def _which_is_taken(s: Services, username_key: str) -> str:
+    async with s.db.read() as conn:
+        taken = await store.find_user_by_username(conn, username_key) is not None
+    return "That username is already taken" if taken else "That email is already registered"
 
 
 async def issue_token(s: Services, body: Login) -> tuple[str, store.UserRow]:
@@ -83,7 +85,8 @@ async def send_message(
                 if earlier is not None:
                     return _replay(earlier, request_hash)
             message = await _insert_message(conn, sender_id, body)
-            result = SendResult(201, msgspec.json.encode(message_out(message)))
+            view = message_out(message)
+            result = SendResult(201, msgspec.json.encode(view))
             if idempotency_key is not None:
                 stored = store.StoredResponse(request_hash, result.status, result.body.decode())
                 await store.insert_idempotent_response(
@@ -92,7 +95,7 @@ async def send_message(
     except UniqueViolation:
         # A concurrent repeat with the same key committed first: answer with its result.
         return await _replay_committed(s, sender_id, idempotency_key, request_hash)
-    await s.events.publish_message(message)
+    await s.events.publish_message(view)
     return result
 
 

@@ -52,10 +52,6 @@ class Settings:
     def __post_init__(self) -> None:
         validate(self)
 
-    @property
-    def is_sqlite(self) -> bool:
-        return database_scheme(self.database_url) == "sqlite"
-
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with the given non-None values replaced (used for CLI flags)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})

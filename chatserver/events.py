@@ -14,8 +14,6 @@ import msgspec
 from litestar.channels import ChannelsPlugin
 
 from chatserver.schemas import MessageOut, to_datetime
-from chatserver.store import MessageRow
-from chatserver.views import message_out
 
 # Control events (revocations) go to every node, so each can evict caches and close sockets.
 CONTROL_CHANNEL = "control"
@@ -53,9 +51,10 @@ class Events:
     def __init__(self, channels: ChannelsPlugin) -> None:
         self.channels = channels
 
-    async def publish_message(self, message: MessageRow) -> None:
-        data = _encode(MessageEvent(message_out(message)))
-        targets = {user_channel(message.sender_id), user_channel(message.recipient_id)}
+    async def publish_message(self, message: MessageOut) -> None:
+        """Publish a message, rendered once by the caller for its own response."""
+        data = _encode(MessageEvent(message))
+        targets = {user_channel(message.sent_by), user_channel(message.received_by)}
         self.channels.publish(data, list(targets))
 
     async def publish_received(self, by: int, marked: list[tuple[int, int]], at: int) -> None:

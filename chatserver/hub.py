@@ -86,10 +86,6 @@ class Hub:
         with contextlib.suppress(Exception):  # a broker hiccup must not leak the handle
             await self.presence.disconnected(handle.user_id, handle.stream_id)
 
-    @property
-    def open_streams(self) -> int:
-        return sum(len(handles) for handles in self._streams.values())
-
     def revoke(self, event: RevokeEvent) -> None:
         """Apply a revocation on this node: evict cached tokens, close the affected streams."""
         if event.token_hash is None:

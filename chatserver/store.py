@@ -66,11 +66,6 @@ async def find_user_by_login(conn: Conn, key: str) -> UserRow | None:
     return _user(await conn.fetch_one(sql, key))
 
 
-async def get_users(conn: Conn, user_ids: list[int]) -> list[UserRow]:
-    sql = f"SELECT {USER_COLUMNS} FROM users WHERE id IN ({placeholders(1, len(user_ids))})"
-    return [UserRow(*row) for row in await conn.fetch_all(sql, *user_ids)]
-
-
 async def set_last_seen(conn: Conn, user_id: int, now: int) -> None:
     # Only forward: two nodes racing cannot move it back in time.
     await conn.execute(
