@@ -78,13 +78,14 @@ async def send_message(
 ) -> SendResult:
     """Store a message durably; with an Idempotency-Key, a repeat returns the first result."""
     request_hash = _request_hash(body)
+    hints = s.events.wants_order_hints(sender_id, body.user_id)
     try:
         async with s.db.transaction() as conn:
             if idempotency_key is not None:
                 earlier = await store.get_idempotent_response(conn, sender_id, idempotency_key)
                 if earlier is not None:
                     return _replay(earlier, request_hash)
-            message = await _insert_message(conn, sender_id, body)
+            message, previous = await _insert_message(conn, sender_id, body, hints)
             view = message_out(message)
             result = SendResult(201, msgspec.json.encode(view))
             if idempotency_key is not None:
@@ -95,15 +96,20 @@ async def send_message(
     except UniqueViolation:
         # A concurrent repeat with the same key committed first: answer with its result.
         return await _replay_committed(s, sender_id, idempotency_key, request_hash)
-    await s.events.publish_message(view)
+    await s.events.publish_message(view, previous)
     return result
 
 
-async def _insert_message(conn: Conn, sender_id: int, body: NewMessage) -> store.MessageRow:
-    """Lock both users' rows in ascending id order, then take the message id (see models.py)."""
+async def _insert_message(
+    conn: Conn, sender_id: int, body: NewMessage, hints: bool
+) -> tuple[store.MessageRow, dict[int, int] | None]:
+    """Lock both users' rows in ascending id order, then take the message id (see models.py).
+
+    With ``hints``, also return each user's previous message id (for live streams)."""
     recipient_id = body.user_id
+    users = sorted({sender_id, recipient_id})
     seq: int | None = None
-    for user_id in sorted({sender_id, recipient_id}):
+    for user_id in users:
         if user_id == recipient_id:
             seq = await store.count_for_receive(conn, user_id, also_sent=user_id == sender_id)
             if seq is None:
@@ -111,7 +117,11 @@ async def _insert_message(conn: Conn, sender_id: int, body: NewMessage) -> store
         elif not await store.count_for_send(conn, user_id):
             raise NotFound("The sending user no longer exists")
     assert seq is not None
-    return await store.insert_message(conn, sender_id, recipient_id, body.message, now_us(), seq)
+    previous = None
+    if hints:
+        previous = dict(zip(users, await store.latest_involving(conn, users), strict=True))
+    message = await store.insert_message(conn, sender_id, recipient_id, body.message, now_us(), seq)
+    return message, previous
 
 
 def _request_hash(body: NewMessage) -> str:
@@ -165,9 +175,9 @@ async def read_messages(
 async def _mark_fetched(
     s: Services, user_id: int, rows: list[store.MessageRow]
 ) -> list[store.MessageRow]:
-    """Write received_at and last_seen_at, but only when there is something to change."""
+    """Write received_at (and last_seen_at, see lastseen.py) when there is something to change."""
     unread = [m.id for m in rows if m.recipient_id == user_id and m.received_at is None]
-    if not unread and not s.last_seen_due(user_id):
+    if not s.last_seen.note_fetch(user_id) and not unread:
         return rows
     now = now_us()
     async with s.db.transaction() as conn:

@@ -24,6 +24,7 @@ from chatserver.config import Settings
 from chatserver.db import open_database
 from chatserver.events import Events
 from chatserver.hub import Hub
+from chatserver.lastseen import LastSeen
 from chatserver.middleware import RequestContextMiddleware
 from chatserver.presence import LocalPresence, RedisPresence
 from chatserver.problems import EXCEPTION_HANDLERS
@@ -81,7 +82,11 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     hub = Hub(db, channels, presence, token_cache)
     await hub.start()
     stack.push_async_callback(hub.stop)
-    services = Services(settings, db, Events(channels), token_cache, hub)
+    last_seen = LastSeen(db, settings.last_seen_resolution_seconds)
+    last_seen.start()
+    stack.push_async_callback(last_seen.stop)
+    events = Events(channels, channels.may_have_listeners)
+    services = Services(settings, db, events, token_cache, hub, last_seen)
     purge = asyncio.create_task(_purge_idempotency_keys(services))
     stack.callback(purge.cancel)
     return services

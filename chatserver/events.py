@@ -8,6 +8,7 @@ this process, and, with the Redis backend, on every other process and machine.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 
 import msgspec
@@ -48,14 +49,28 @@ _encode = msgspec.json.Encoder().encode
 class Events:
     """Publishes events after commits; a thin, typed layer over the channels plugin."""
 
-    def __init__(self, channels: ChannelsPlugin) -> None:
+    def __init__(
+        self, channels: ChannelsPlugin, may_listen: Callable[[str], bool] = lambda _: True
+    ) -> None:
         self.channels = channels
+        self._may_listen = may_listen  # whether a channel may have a subscriber anywhere
 
-    async def publish_message(self, message: MessageOut) -> None:
-        """Publish a message, rendered once by the caller for its own response."""
+    def wants_order_hints(self, *user_ids: int) -> bool:
+        """Whether a send should look up its order hints: someone may be streaming."""
+        return any(self._may_listen(user_channel(user_id)) for user_id in user_ids)
+
+    async def publish_message(self, message: MessageOut, previous: dict[int, int] | None) -> None:
+        """Publish a message, rendered once by the caller for its own response.
+
+        With ``previous`` (user id -> their message before this one), each user's copy
+        starts with that id and a space: the order hint streams use (streams.py)."""
         data = _encode(MessageEvent(message))
-        targets = {user_channel(message.sent_by), user_channel(message.received_by)}
-        self.channels.publish(data, list(targets))
+        users = {message.sent_by, message.received_by}
+        if previous is None:
+            self.channels.publish(data, [user_channel(user_id) for user_id in users])
+            return
+        for user_id in users:
+            self.channels.publish(b"%d %s" % (previous[user_id], data), user_channel(user_id))
 
     async def publish_received(self, by: int, marked: list[tuple[int, int]], at: int) -> None:
         """Tell each sender which of its messages ``by`` has now fetched."""

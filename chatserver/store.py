@@ -76,6 +76,15 @@ async def set_last_seen(conn: Conn, user_id: int, now: int) -> None:
     )
 
 
+async def set_last_seen_each(conn: Conn, seen: list[tuple[int, int]]) -> None:
+    """``set_last_seen`` for many (user id, time) pairs, as one prepared statement."""
+    await conn.execute_many(
+        "UPDATE users SET last_seen_at = $2"
+        " WHERE id = $1 AND (last_seen_at IS NULL OR last_seen_at < $2)",
+        seen,
+    )
+
+
 async def delete_user(conn: Conn, user_id: int) -> bool:
     """Delete a user, their tokens, keys and received messages; sent messages stay."""
     await conn.execute("DELETE FROM messages WHERE recipient_id = $1", user_id)
@@ -300,6 +309,21 @@ async def last_involving_id_before(conn: Conn, user_id: int, before: int) -> int
         for column in ("recipient_id", "sender_id")
     ]
     return max(int(i or 0) for i in ids)
+
+
+async def latest_involving(conn: Conn, user_ids: list[int]) -> list[int]:
+    """Each user's latest message id, sent or received (0 for none), in one statement.
+
+    Run by a send after it locked both users' rows: then it is exactly the message before
+    the new one in each user's order (see streams.py, "order hints")."""
+    latest = [
+        f"(SELECT id FROM messages WHERE {column} = ${i} ORDER BY id DESC LIMIT 1)"
+        for i in range(1, len(user_ids) + 1)
+        for column in ("recipient_id", "sender_id")
+    ]
+    row = await conn.fetch_one("SELECT " + ", ".join(latest), *user_ids)
+    assert row is not None
+    return [max(int(row[2 * i] or 0), int(row[2 * i + 1] or 0)) for i in range(len(user_ids))]
 
 
 async def list_involving(conn: Conn, user_id: int, after_id: int, limit: int) -> list[MessageRow]:

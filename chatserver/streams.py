@@ -12,10 +12,15 @@ it arrives live. One committed before is in the replay, and its live copy is dro
 Per user, message ids become visible in id order (see models.py), so "id <= last replayed"
 is exactly "already sent".
 
-Live message events only say "read on": publishes race one another after their commits, so
-they can arrive out of id order (a client resuming from the highest id it saw would then
-skip the overtaken ones). The messages themselves are read from the database, oldest first,
-up to and past the announced one; a burst costs one read, as the rest are then "already sent".
+Publishes race one another after their commits, so live events can arrive out of id order
+(a client resuming from the highest id it saw would then skip the overtaken ones). Order
+hints make the common case cheap: a send that may have listeners looks up each user's
+previous message id under the same row locks that order its own id, and the user's copy of
+the event starts with it (``b"<previous id> {json}"``). When that previous id is exactly
+the stream's cursor, nothing can be missing in between, and the event is sent as it is.
+Otherwise (an overtaken event, or no hint) the event only says "read on": the messages are
+read from the database, oldest first, up to and past the announced one; a burst costs one
+read, as the rest are then "already sent".
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 
 import msgspec
 from litestar.channels import ChannelsPlugin, Subscriber
+from litestar.channels.backends.memory import MemoryChannelsBackend
 
 from chatserver import store
 from chatserver.events import MessageEvent, user_channel
@@ -111,6 +117,11 @@ class ChatChannels(ChannelsPlugin):
     bound. Here a subscriber knows its channels, and empty channels are dropped.
     """
 
+    def may_have_listeners(self, channel: str) -> bool:
+        """False only when nobody anywhere can be subscribed: the in-process backend, and
+        no subscriber here. (With Redis, other nodes' subscribers are unknown.)"""
+        return not isinstance(self._backend, MemoryChannelsBackend) or channel in self._channels
+
     async def subscribe(self, channels: str | Iterable[str], history: int | None = None) -> Any:
         names = [channels] if isinstance(channels, str) else list(channels)
         subscriber = await super().subscribe(names, history)
@@ -150,6 +161,14 @@ class StreamEvent:
 
     payload: bytes
     message_id: int | None
+
+
+def split_order_hint(payload: bytes) -> tuple[int | None, bytes]:
+    """(the previous message id the event carries, or None; the event as clients see it)."""
+    if payload[:1].isdigit():
+        hint, _, event = payload.partition(b" ")
+        return int(hint), event
+    return None, payload
 
 
 def message_id_of(payload: bytes) -> int | None:
@@ -192,15 +211,16 @@ class Subscription:
     async def __aexit__(self, *_: object) -> None:
         await self._channels.unsubscribe(self.subscriber)
 
-    async def next_payload(self) -> bytes:
+    async def next_payload(self) -> tuple[int | None, bytes]:
+        """The next event, split from its order hint (see ``split_order_hint``)."""
         while True:
             payload = self.pending.pop(0) if self.pending else await self.subscriber.get()
             if payload is not None:
-                return payload
+                return split_order_hint(payload)
 
     async def next_message_event(self) -> None:
         """Wait until a message event (to or from the user) arrives."""
-        while message_id_of(await self.next_payload()) is None:
+        while message_id_of((await self.next_payload())[1]) is None:
             pass
 
 
@@ -290,10 +310,14 @@ class Feed:
     async def _next_live(self) -> StreamEvent | None:
         """The next live event, or None when a new message means: read the database."""
         while True:
-            payload = await self._subscription.next_payload()
+            previous, payload = await self._subscription.next_payload()
             message_id = message_id_of(payload)
             if message_id is None:
                 return StreamEvent(payload, None)
-            if message_id > self._cursor:
-                self._replaying = True  # it, and any it overtook, come from the database
-                return None
+            if message_id <= self._cursor:
+                continue  # already sent
+            if previous == self._cursor:
+                self._cursor = message_id  # the very next one: nothing can be in between
+                return StreamEvent(payload, message_id)
+            self._replaying = True  # it, and any it overtook, come from the database
+            return None

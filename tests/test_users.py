@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
 
+from chatserver.app import create_app
+from chatserver.config import Settings
+from chatserver.migrations import upgrade
 from tests.helpers import PASSWORD, Api, assert_problem, assert_utc_timestamp
 
 Client = AsyncTestClient  # type: ignore[type-arg]
@@ -209,6 +213,26 @@ async def test_last_seen_is_null_until_the_first_fetch_then_set(api: Api) -> Non
     seen = (await api.get(USERS, alice)).json()["last_seen_at"]
     assert assert_utc_timestamp(seen) >= before
     assert (await api.get(USERS, bob, user_id=alice.id)).json()["last_seen_at"] == seen
+
+
+async def test_later_fetches_move_last_seen_forward_in_the_background(
+    database_url: str,
+) -> None:
+    """After the first fetch, fetches only note their time; the background writer stores
+    it (one transaction per resolution period for every noted user)."""
+    fast = Settings(database_url=database_url, last_seen_resolution_seconds=0.05)
+    await asyncio.to_thread(upgrade, fast.database_url)
+    async with AsyncTestClient(app=create_app(fast)) as client:
+        api = Api(client)
+        alice = await api.signup()
+        await api.inbox(alice)
+        first = (await api.get(USERS, alice)).json()["last_seen_at"]
+        async with asyncio.timeout(10):
+            while (await api.get(USERS, alice)).json()["last_seen_at"] == first:
+                await api.inbox(alice)
+                await asyncio.sleep(0.05)
+        later = (await api.get(USERS, alice)).json()["last_seen_at"]
+    assert assert_utc_timestamp(later) > assert_utc_timestamp(first)
 
 
 async def test_sending_does_not_set_last_seen(api: Api) -> None:

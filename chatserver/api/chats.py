@@ -5,14 +5,16 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example
+from litestar.openapi.spec import Example, OpenAPIType
 from litestar.params import Body, Parameter
 
 from chatserver import actions
 from chatserver.api import docs
 from chatserver.api.deps import caller_of, services_of, strict_body, took_ms
+from chatserver.api.query import Param, Query
 from chatserver.errors import InvalidInput
 from chatserver.schemas import (
     MAX_ID,
@@ -50,8 +52,6 @@ PAGE_RESPONSE = ResponseSpec(
     examples=[PAGE_EXAMPLE],
 )
 
-IdParam = Annotated[int | None, Parameter(ge=0, le=MAX_ID)]
-
 
 @post(
     "/",
@@ -80,45 +80,81 @@ async def send_message(
     return Response(result.body, status_code=result.status, media_type="application/json")
 
 
+READ_QUERY = Query(
+    Param("page", OpenAPIType.INTEGER, default=1, minimum=1, maximum=MAX_PAGE),
+    Param("page_size", OpenAPIType.INTEGER, default=10, minimum=1, maximum=100),
+    Param(
+        "with",
+        OpenAPIType.INTEGER,
+        minimum=1,
+        maximum=MAX_ID,
+        description="Only the conversation with them",
+    ),
+    Param(
+        "unread", OpenAPIType.BOOLEAN, default=False, description="Only messages not fetched before"
+    ),
+    Param(
+        "before_id",
+        OpenAPIType.INTEGER,
+        minimum=0,
+        maximum=MAX_ID,
+        description="Older than this id, newest first",
+    ),
+    Param(
+        "after_id",
+        OpenAPIType.INTEGER,
+        minimum=0,
+        maximum=MAX_ID,
+        description="Newer than this id, oldest first",
+    ),
+    Param(
+        "wait",
+        OpenAPIType.NUMBER,
+        default=0.0,
+        minimum=0.0,
+        maximum=30.0,
+        description="Long-poll: with after_id, hold up to this many seconds"
+        " until a message arrives",
+    ),
+)
+
+
 @get(
     "/",
     responses={200: PAGE_RESPONSE, **docs.WITH_QUERY, **docs.AUTHED},
+    operation_class=READ_QUERY.operation_class(),
 )
-async def read_messages(
-    request: Request[Any, Any, Any],
-    page: Annotated[int, Parameter(ge=1, le=MAX_PAGE)] = 1,
-    page_size: Annotated[int, Parameter(ge=1, le=100)] = 10,
-    with_user: Annotated[
-        int | None,
-        Parameter(query="with", ge=1, le=MAX_ID, description="Only the conversation with them"),
-    ] = None,
-    unread: Annotated[bool, Parameter(description="Only messages not fetched before")] = False,
-    before_id: Annotated[IdParam, Parameter(description="Older than this id, newest first")] = None,
-    after_id: Annotated[IdParam, Parameter(description="Newer than this id, oldest first")] = None,
-    wait: Annotated[
-        float,
-        Parameter(
-            ge=0,
-            le=30,
-            description="Long-poll: with after_id, hold up to this many "
-            "seconds until a message arrives",
-        ),
-    ] = 0,
-) -> MessagePage:
+async def read_messages(request: Request[Any, Any, Any]) -> Response[bytes]:
     """The latest messages sent to me, newest first (paginated; filters and cursors combine)."""
     services = services_of(request)
     caller = await caller_of(request)
-    f = MessageFilter(caller.user_id, with_user, unread, before_id, after_id)
+    q = READ_QUERY.parse(request.scope)
+    page, page_size, wait, after_id = q["page"], q["page_size"], q["wait"], q["after_id"]
+    f = MessageFilter(caller.user_id, q["with"], q["unread"], q["before_id"], after_id)
     if wait and after_id is None:
         raise InvalidInput({"wait": ["long-polling needs after_id (the last id you have)"]})
     if wait:
         result = await actions.wait_for_messages(services, caller.user_id, f, page_size, wait)
     else:
         result = await actions.read_messages(services, caller.user_id, f, page, page_size)
-    return MessagePage(
-        meta=_meta(f, page, page_size, result.count, took_ms(request)),
-        messages=[services.messages.out(m) for m in result.messages],
+    # Encoded here (documented as MessagePage): each message is spliced in as stored JSON.
+    body = _encode_page(
+        EncodedPage(
+            meta=_meta(f, page, page_size, result.count, took_ms(request)),
+            messages=[services.messages.json(m) for m in result.messages],
+        )
     )
+    return Response(body, media_type="application/json")
+
+
+class EncodedPage(msgspec.Struct):
+    """``MessagePage`` with its messages already encoded."""
+
+    meta: PageMeta
+    messages: list[msgspec.Raw]
+
+
+_encode_page = msgspec.json.Encoder().encode
 
 
 def _meta(f: MessageFilter, page: int, page_size: int, count: int, took: int) -> PageMeta:

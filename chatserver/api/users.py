@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from litestar import Request, Router, delete, get, post
-from litestar.openapi.spec import Example
-from litestar.params import Body, Parameter
+from litestar.openapi.spec import Example, OpenAPIType
+from litestar.params import Body
 
 from chatserver import actions, store
 from chatserver.api import docs
 from chatserver.api.deps import caller_of, services_of, strict_body
+from chatserver.api.query import Param, Query
 from chatserver.errors import InvalidInput, NotFound
-from chatserver.schemas import MAX_ID, NewUser, UserOut, bad_text
+from chatserver.schemas import MAX_ID, NewUser, UserOut
 from chatserver.views import user_out
 
 SIGN_UP_EXAMPLE = Example(
@@ -37,21 +38,25 @@ async def create_user(
     return user_out(user, viewer_id=user.id, online=False)
 
 
-@get("/", responses={**docs.WITH_QUERY, **docs.AUTHED, 404: docs.NOT_FOUND})
-async def get_user(
-    request: Request[Any, Any, Any],
-    user_id: Annotated[int | None, Parameter(ge=1, le=MAX_ID, description="A user's id")] = None,
-    username: Annotated[
-        str | None, Parameter(max_length=254, description="Exact username, any case")
-    ] = None,
-) -> UserOut:
+GET_QUERY = Query(
+    Param("user_id", OpenAPIType.INTEGER, minimum=1, maximum=MAX_ID, description="A user's id"),
+    Param("username", OpenAPIType.STRING, max_length=254, description="Exact username, any case"),
+)
+
+
+@get(
+    "/",
+    responses={**docs.WITH_QUERY, **docs.AUTHED, 404: docs.NOT_FOUND},
+    operation_class=GET_QUERY.operation_class(),
+)
+async def get_user(request: Request[Any, Any, Any]) -> UserOut:
     """Get a user by id or username; with neither, the caller."""
     services = services_of(request)
     caller = await caller_of(request)
+    q = GET_QUERY.parse(request.scope)
+    user_id, username = q["user_id"], q["username"]
     if user_id is not None and username is not None:
         raise InvalidInput({"user_id": ["give user_id or username, not both"]})
-    if username is not None and (why := bad_text(username)) is not None:
-        raise InvalidInput({"username": [why]})
     async with services.db.read() as conn:
         if username is not None:
             user = await store.find_user_by_username(conn, username.casefold())

@@ -1,0 +1,120 @@
+"""Order hints (streams.py): a live event that says "the user's message before me is N" is
+sent as it is when N is the stream's cursor, and makes the stream read the database when
+it is not. Driven on a real app and database with the real channels plugin."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import msgspec
+import pytest
+
+from chatserver import actions
+from chatserver.config import Settings
+from chatserver.db import now_us
+from chatserver.events import MessageEvent, user_channel
+from chatserver.schemas import NewMessage
+from chatserver.services import Services
+from chatserver.store import MessageRow
+from chatserver.streams import (
+    Feed,
+    Subscription,
+    message_id_of,
+    split_order_hint,
+    subscription,
+)
+from chatserver.views import message_out
+from tests.helpers import Api, User, concurrent_app
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[tuple[Services, Api]]:
+    """The app's services and an API client, both in this test's event loop."""
+    async with concurrent_app(settings) as (litestar_app, client):
+        yield litestar_app.state.services, Api(client)  # type: ignore[arg-type]
+
+
+def hinted_event(previous: int, message: MessageRow) -> bytes:
+    return b"%d %s" % (previous, msgspec.json.encode(MessageEvent(message_out(message))))
+
+
+async def store_without_publishing(s: Services, sender: int, recipient: int) -> MessageRow:
+    """A committed message whose live event never comes (as if still on its way)."""
+    async with s.db.transaction() as conn:
+        message, _ = await actions._insert_message(
+            conn, sender, NewMessage(user_id=recipient, message="quiet"), hints=False
+        )
+    return message
+
+
+def test_split_order_hint() -> None:
+    assert split_order_hint(b'12 {"type":"message"}') == (12, b'{"type":"message"}')
+    assert split_order_hint(b'{"type":"received"}') == (None, b'{"type":"received"}')
+
+
+async def test_a_send_hints_each_user_with_their_previous_message(
+    app: tuple[Services, Api],
+) -> None:
+    s, api = app
+    alice, bob, carol = await api.signup(), await api.signup(), await api.signup()
+    to_alice = await api.send(carol, alice.id)
+    async with (
+        subscription(s.events.channels, alice.id) as on_alice,
+        subscription(s.events.channels, bob.id) as on_bob,
+    ):
+        sent = await api.send(bob, alice.id)
+        hints = [await hint_of(on_alice, sent["id"]), await hint_of(on_bob, sent["id"])]
+    assert hints == [to_alice["id"], 0]
+
+
+async def hint_of(sub: Subscription, message_id: int) -> int | None:
+    """The order hint of that message's event (earlier events may still be in flight)."""
+    async with asyncio.timeout(5):
+        while True:
+            hint, event = await sub.next_payload()
+            if message_id_of(event) == message_id:
+                return hint
+
+
+async def live_feed(
+    s: Services, api: Api, sub: Subscription, alice: User, bob: User
+) -> tuple[Feed, int]:
+    """A feed past its replay and its first live message, and that message's id (the
+    feed's cursor)."""
+    feed = Feed(s, sub, alice.id, after_id=None, since=now_us())
+    sent = await api.send(bob, alice.id)
+    async with asyncio.timeout(5):
+        assert (await feed.next()).message_id == sent["id"]
+    return feed, sent["id"]
+
+
+async def test_an_event_following_the_cursor_is_sent_without_reading(
+    app: tuple[Services, Api],
+) -> None:
+    s, api = app
+    alice, bob = await api.signup(), await api.signup()
+    async with subscription(s.events.channels, alice.id) as sub:
+        feed, cursor = await live_feed(s, api, sub, alice, bob)
+        # Never stored: the feed can only send it by trusting the hint, not by reading.
+        unstored = MessageRow(cursor + 1000, bob.id, alice.id, "live", now_us(), None)
+        s.events.channels.publish(hinted_event(cursor, unstored), user_channel(alice.id))
+        async with asyncio.timeout(5):
+            event = await feed.next()
+    assert event.message_id == unstored.id
+
+
+async def test_an_event_after_a_gap_makes_the_feed_read_the_database(
+    app: tuple[Services, Api],
+) -> None:
+    s, api = app
+    alice, bob = await api.signup(), await api.signup()
+    async with subscription(s.events.channels, alice.id) as sub:
+        feed, _ = await live_feed(s, api, sub, alice, bob)
+        overtaken = await store_without_publishing(s, bob.id, alice.id)
+        later = replace(overtaken, id=overtaken.id + 1000, body="later")
+        s.events.channels.publish(hinted_event(overtaken.id, later), user_channel(alice.id))
+        async with asyncio.timeout(5):
+            event = await feed.next()
+    assert event.message_id == overtaken.id  # read from the database, in id order
