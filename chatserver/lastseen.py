@@ -24,6 +24,7 @@ log = logging.getLogger("chatserver")
 # A user not seen for this long is forgotten, so the table of users stays as small as the
 # set of active ones; their next fetch is written at once again.
 FORGET_AFTER_SECONDS = 600.0
+FLUSH_CHUNK = 200
 
 
 class LastSeen:
@@ -47,12 +48,13 @@ class LastSeen:
         return False
 
     async def flush(self) -> None:
-        """Write every noted fetch in one transaction."""
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, {}
-        async with self._db.transaction() as conn:
-            await store.set_last_seen_each(conn, list(pending.items()))
+        """Write every noted fetch, a few hundred users per transaction."""
+        pending, self._pending = list(self._pending.items()), {}
+        # Small transactions: each runs on the event loop, and a thousand updates in one
+        # would hold every request up for tens of milliseconds.
+        for start in range(0, len(pending), FLUSH_CHUNK):
+            async with self._db.transaction() as conn:
+                await store.set_last_seen_each(conn, pending[start : start + FLUSH_CHUNK])
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())

@@ -726,3 +726,43 @@ async def test_a_cancelled_writer_does_not_stall_its_commit_batch(sqlite_url: st
             assert await conn.fetch_val("SELECT count(*) FROM users") >= 2
     finally:
         await db.close()
+
+
+async def test_a_sqlite_transaction_that_suspends_keeps_other_writers_out(
+    sqlite_url: str,
+) -> None:
+    """Queued writers are woken all at once after a commit; one that finds the write lock
+    taken again (by a transaction waiting on something) must wait, not interleave."""
+    await asyncio.to_thread(upgrade, sqlite_url)
+    db = await open_database(sqlite_url)
+    holding, release = asyncio.Event(), asyncio.Event()
+    inside: list[str] = []
+
+    async def write(name: str, hold: bool) -> None:
+        async with db.transaction() as conn:
+            inside.append(name)
+            await conn.execute(
+                "INSERT INTO users (username, username_key, email, email_key, password_hash,"
+                " date_joined) VALUES ($1, $1, $2, $2, 'x', 0)",
+                name,
+                f"{name}@example.com",
+            )
+            if hold:
+                holding.set()
+                await release.wait()
+            inside.remove(name)
+
+    try:
+        first = asyncio.create_task(write("first", hold=True))
+        await holding.wait()
+        others = [asyncio.create_task(write(f"user{n}", hold=False)) for n in range(3)]
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert inside == ["first"]
+        release.set()
+        async with asyncio.timeout(10):
+            await asyncio.gather(first, *others)
+        async with db.read() as conn:
+            assert await conn.fetch_val("SELECT count(*) FROM users") == 4
+    finally:
+        await db.close()
