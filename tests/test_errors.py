@@ -263,6 +263,10 @@ INBOX_PARAMETER_ERRORS: list[tuple[dict[str, Any], str]] = [
     ({"with": 2**70}, "with"),
     ({"with": "bob"}, "with"),
     ({"unread": "maybe"}, "unread"),
+    ({"unread": ""}, "unread"),
+    ({"page": ["1", "2"]}, "page"),  # given twice: which one was meant is a guess
+    ({"wait": "nan", "after_id": 1}, "wait"),
+    ({"wait": "31", "after_id": 1}, "wait"),
 ]
 
 
@@ -274,6 +278,19 @@ async def test_bad_inbox_query_parameter_is_400_naming_it(
         with subtests.test(params=params):
             r = await api.client.get(CHATS, params=params, headers=alice.auth)
             assert_problem(r, 400, field)
+
+
+async def test_query_parameters_take_any_case_of_true_and_ignore_unknown_ones(api: Api) -> None:
+    alice = await api.signup()
+    for params in [{"unread": "TRUE"}, {"unread": "1"}, {"colour": "blue"}]:
+        r = await api.client.get(CHATS, params=params, headers=alice.auth)
+        assert r.status_code == 200, (params, r.text)
+
+
+async def test_a_username_that_is_not_utf8_is_400_naming_it(api: Api) -> None:
+    alice = await api.signup()
+    r = await api.client.get(f"{USERS}?username=%FF%FE", headers=alice.auth)
+    assert_problem(r, 400, "username")
 
 
 async def test_bad_user_id_lookup_is_400_naming_it(api: Api, subtests: pytest.Subtests) -> None:
