@@ -10,7 +10,6 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.channels.backends.memory import MemoryChannelsBackend
-from litestar.channels.backends.redis import RedisChannelsPubSubBackend
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
@@ -29,7 +28,7 @@ from chatserver.middleware import RequestContextMiddleware
 from chatserver.presence import LocalPresence, RedisPresence
 from chatserver.problems import EXCEPTION_HANDLERS
 from chatserver.services import Services, now_us
-from chatserver.streams import BoundedSubscriber, ChatChannels
+from chatserver.streams import BoundedSubscriber, ChatChannels, ChatRedisBackend
 
 log = logging.getLogger("chatserver")
 
@@ -71,7 +70,7 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     if redis is not None:
         stack.push_async_callback(redis.aclose)
     channels = ChatChannels(
-        backend=RedisChannelsPubSubBackend(redis=redis) if redis else MemoryChannelsBackend(),
+        backend=ChatRedisBackend(redis=redis) if redis else MemoryChannelsBackend(),
         arbitrary_channels_allowed=True,
         subscriber_class=BoundedSubscriber,
         subscriber_max_backlog=settings.stream_queue_size,
@@ -79,12 +78,12 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     await stack.enter_async_context(channels)
     token_cache = TokenCache(settings.token_cache_seconds)
     presence = RedisPresence(redis) if redis else LocalPresence()
-    hub = Hub(db, channels, presence, token_cache)
-    await hub.start()
-    stack.push_async_callback(hub.stop)
     last_seen = LastSeen(db, settings.last_seen_resolution_seconds)
     last_seen.start()
     stack.push_async_callback(last_seen.stop)
+    hub = Hub(channels, presence, token_cache, last_seen)
+    await hub.start()
+    stack.push_async_callback(hub.stop)
     events = Events(channels, channels.may_have_listeners)
     services = Services(settings, db, events, token_cache, hub, last_seen)
     purge = asyncio.create_task(_purge_idempotency_keys(services))

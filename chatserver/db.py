@@ -122,7 +122,11 @@ def to_sqlite(sql: str) -> str:
 
 def sqlite_connect(path: str) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN/SAVEPOINT/COMMIT ourselves.
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # cached_statements: IN-lists of varying length are distinct statements; the default
+    # cache of 128 could let them push the hot ones out (a re-prepare costs more than a read).
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, cached_statements=512
+    )
     conn.execute("PRAGMA journal_mode=WAL")
     # FULL: the WAL is fsynced at every COMMIT, so an acknowledged write survives power loss too.
     conn.execute("PRAGMA synchronous=FULL")

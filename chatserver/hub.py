@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 import msgspec
 from litestar.channels import ChannelsPlugin
 
-from chatserver import store
 from chatserver.auth import TokenCache
-from chatserver.db import Database, now_us
 from chatserver.events import CONTROL_CHANNEL, RevokeEvent
+from chatserver.lastseen import LastSeen
 from chatserver.presence import Presence
 
 log = logging.getLogger("chatserver")
@@ -46,10 +45,14 @@ class StreamHandle:
 
 class Hub:
     def __init__(
-        self, db: Database, channels: ChannelsPlugin, presence: Presence, tokens: TokenCache
+        self,
+        channels: ChannelsPlugin,
+        presence: Presence,
+        tokens: TokenCache,
+        last_seen: LastSeen,
     ) -> None:
-        self._db = db
         self._channels = channels
+        self._last_seen = last_seen
         self.presence = presence
         self._tokens = tokens
         self._streams: dict[int, set[StreamHandle]] = defaultdict(set)
@@ -75,7 +78,9 @@ class Hub:
     async def open(self, handle: StreamHandle) -> None:
         self._streams[handle.user_id].add(handle)
         await self.presence.connected(handle.user_id, handle.stream_id)
-        await self._touch_last_seen([handle.user_id])
+        # Written at once only for a user's first stream or fetch on this node: a storm of
+        # reconnecting clients must not become a storm of commits.
+        await self._last_seen.touch(handle.user_id)
 
     async def close(self, handle: StreamHandle) -> None:
         handles = self._streams.get(handle.user_id)
@@ -113,12 +118,7 @@ class Hub:
                 await self.presence.refresh(streams)
                 if time.monotonic() >= last_seen_due:
                     last_seen_due = time.monotonic() + LAST_SEEN_EVERY_SECONDS
-                    await self._touch_last_seen(list(self._streams))
+                    for user_id in self._streams:
+                        self._last_seen.note(user_id)
             except Exception:  # keep going: the next round may succeed
                 log.exception("stream housekeeping failed")
-
-    async def _touch_last_seen(self, user_ids: list[int]) -> None:
-        if not user_ids:
-            return
-        async with self._db.transaction() as conn:
-            await store.set_last_seen_many(conn, user_ids, now_us())

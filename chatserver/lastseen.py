@@ -47,9 +47,20 @@ class LastSeen:
         self._pending[user_id] = now_us()
         return False
 
+    def note(self, user_id: int) -> None:
+        """Record that the user is here now (an open stream); written within a period."""
+        self._pending[user_id] = now_us()
+
+    async def touch(self, user_id: int) -> None:
+        """``note_fetch``, writing at once when it says so (a stream opening)."""
+        if self.note_fetch(user_id):
+            async with self._db.transaction() as conn:
+                await store.set_last_seen(conn, user_id, now_us())
+
     async def flush(self) -> None:
-        """Write every noted fetch, a few hundred users per transaction."""
-        pending, self._pending = list(self._pending.items()), {}
+        """Write every noted time, a few hundred users per transaction."""
+        # In id order, as sends lock users: two nodes flushing at once cannot deadlock.
+        pending, self._pending = sorted(self._pending.items()), {}
         # Small transactions: each runs on the event loop, and a thousand updates in one
         # would hold every request up for tens of milliseconds.
         for start in range(0, len(pending), FLUSH_CHUNK):

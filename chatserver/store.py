@@ -401,13 +401,3 @@ async def insert_messages(conn: Conn, rows: list[tuple[int, int, str, int, int, 
         " peer_lo, peer_hi) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         rows,
     )
-
-
-async def set_last_seen_many(conn: Conn, user_ids: list[int], now: int) -> None:
-    """Move last_seen_at forward for many users at once (users with open streams)."""
-    await conn.execute(
-        f"UPDATE users SET last_seen_at = $1 WHERE id IN ({placeholders(2, len(user_ids))})"
-        " AND (last_seen_at IS NULL OR last_seen_at < $1)",
-        now,
-        *user_ids,
-    )

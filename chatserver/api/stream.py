@@ -79,7 +79,8 @@ async def stream_socket(
             feed = Feed(services, sub, caller.user_id, after_id, connecting_since)
             sub.subscriber.on_overflow = lambda: handle.close(CLOSE_TRY_AGAIN)
             code = await _serve_socket(socket, feed, handle)
-    except StreamUnavailable:
+    except StreamUnavailable as exc:
+        log.warning("stream closed: %s", exc)
         code = CLOSE_UNAVAILABLE
     except Exception:  # log it with the request id; the client reconnects with after_id
         log.exception("stream failed [request %s]", socket.scope.get("state", {}).get("request_id"))
@@ -247,7 +248,8 @@ async def _sse_events(
             sub.subscriber.on_overflow = lambda: handle.close(CLOSE_TRY_AGAIN)
             async for message in _sse_messages(feed, handle):
                 yield message
-    except StreamUnavailable:
+    except StreamUnavailable as exc:
+        log.warning("stream closed: %s", exc)
         return
     finally:
         await services.hub.close(handle)
