@@ -20,6 +20,7 @@ from chatserver.services import Services
 from chatserver.store import MessageRow
 from chatserver.streams import (
     Feed,
+    StreamEvent,
     Subscription,
     message_id_of,
     split_order_hint,
@@ -90,6 +91,12 @@ async def live_feed(
     return feed, sent["id"]
 
 
+async def publish_then_next(s: Services, feed: Feed, user: User, payload: bytes) -> StreamEvent:
+    s.events.channels.publish(payload, user_channel(user.id))
+    async with asyncio.timeout(5):
+        return await feed.next()
+
+
 async def test_an_event_following_the_cursor_is_sent_without_reading(
     app: tuple[Services, Api],
 ) -> None:
@@ -99,9 +106,7 @@ async def test_an_event_following_the_cursor_is_sent_without_reading(
         feed, cursor = await live_feed(s, api, sub, alice, bob)
         # Never stored: the feed can only send it by trusting the hint, not by reading.
         unstored = MessageRow(cursor + 1000, bob.id, alice.id, "live", now_us(), None)
-        s.events.channels.publish(hinted_event(cursor, unstored), user_channel(alice.id))
-        async with asyncio.timeout(5):
-            event = await feed.next()
+        event = await publish_then_next(s, feed, alice, hinted_event(cursor, unstored))
     assert event.message_id == unstored.id
 
 
@@ -114,7 +119,5 @@ async def test_an_event_after_a_gap_makes_the_feed_read_the_database(
         feed, _ = await live_feed(s, api, sub, alice, bob)
         overtaken = await store_without_publishing(s, bob.id, alice.id)
         later = replace(overtaken, id=overtaken.id + 1000, body="later")
-        s.events.channels.publish(hinted_event(overtaken.id, later), user_channel(alice.id))
-        async with asyncio.timeout(5):
-            event = await feed.next()
+        event = await publish_then_next(s, feed, alice, hinted_event(overtaken.id, later))
     assert event.message_id == overtaken.id  # read from the database, in id order
