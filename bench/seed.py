@@ -81,7 +81,14 @@ def client(server: ChatServer, connections: int = 32) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=server.base_url,
         timeout=60.0,
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        # Idle connections are dropped after 2 s, before the server's 5 s keep-alive
+        # timeout: at equal timeouts a request can go out on a connection the server is
+        # closing at that moment (seen as a ReadError while seeding).
+        limits=httpx.Limits(
+            max_connections=connections,
+            max_keepalive_connections=connections,
+            keepalive_expiry=2.0,
+        ),
     )
 
 
