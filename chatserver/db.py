@@ -183,6 +183,7 @@ class SqliteDatabase:
         self._in_batch = False
         self._waiting: list[asyncio.Future[None]] = []
         self._checkpoint_conn = sqlite_connect(path)
+        self._checkpointing: asyncio.Future[None] | None = None
         self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint_forever())
 
     @asynccontextmanager
@@ -242,15 +243,17 @@ class SqliteDatabase:
         a thread of its own.
 
         SQLite's automatic checkpoint runs inside the COMMIT that crosses 1,000 WAL pages:
-        that commit also copies the pages and fsyncs the database file while every writer
-        waits for it (measured: a tenth of the reads that marked messages received waited
-        75 ms or more). A PASSIVE checkpoint on another connection blocks no reader and no
-        writer; with ``synchronous=FULL`` it fsyncs the WAL before and the file after.
+        that commit then also copies the pages and fsyncs the database file while every
+        writer waits for it. A PASSIVE checkpoint on another connection blocks no reader and
+        no writer; with ``synchronous=FULL`` it fsyncs the WAL before and the file after.
         """
         while True:
             await asyncio.sleep(CHECKPOINT_INTERVAL_SECONDS)
+            # Shielded: ``close`` waits for a running checkpoint instead of closing its
+            # connection under the thread.
+            self._checkpointing = asyncio.ensure_future(asyncio.to_thread(self._checkpoint))
             try:
-                await asyncio.to_thread(self._checkpoint)
+                await asyncio.shield(self._checkpointing)
             except sqlite3.Error as exc:  # busy or I/O trouble: the next round retries
                 log.warning("WAL checkpoint failed: %s", exc)
 
@@ -264,6 +267,9 @@ class SqliteDatabase:
         self._checkpointer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._checkpointer
+        if self._checkpointing is not None:
+            with contextlib.suppress(sqlite3.Error):
+                await self._checkpointing
         async with self._lock:
             self._reader._conn.close()
             self._write_conn.close()
