@@ -44,8 +44,10 @@ class Param:
         """The value of ``raw``; raises ValueError with the message a client sees."""
         value = _READERS[self.kind](raw)
         low, high = self.minimum, self.maximum
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise ValueError(f"must be from {_number(low)} to {_number(high)}")
+        if low is not None and value < low:
+            raise ValueError(f"must be at least {_number(low)}")
+        if high is not None and value > high:
+            raise ValueError(f"must be at most {_number(high)}")
         if self.max_length is not None and len(value) > self.max_length:
             raise ValueError(f"must be at most {self.max_length} characters")
         return value
@@ -63,8 +65,8 @@ class Param:
         )
 
 
-def _number(value: float | None) -> str:
-    return "any" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)  # 30.0 -> "30"
 
 
 def _read_int(raw: str) -> int:
