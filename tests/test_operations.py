@@ -163,6 +163,21 @@ def test_openapi_documents_the_request_bodies(openapi: dict[str, Any], path: str
     assert "application/json" in body["content"]
 
 
+@pytest.mark.parametrize(
+    ("path", "method", "status", "schema"),
+    [
+        ("/api/v1/chats/", "post", "201", "MessageOut"),
+        ("/api/v1/chats/", "get", "200", "MessagePage"),
+        ("/api/v1/users/", "get", "200", "UserOut"),
+    ],
+)
+def test_openapi_documents_the_success_bodies(
+    openapi: dict[str, Any], path: str, method: str, status: str, schema: str
+) -> None:
+    content = operation(openapi, path, method)["responses"][status]["content"]
+    assert content["application/json"]["schema"]["$ref"] == f"#/components/schemas/{schema}"
+
+
 def test_openapi_errors_are_problem_json(openapi: dict[str, Any]) -> None:
     for (path, method), statuses in ROUTES.items():
         for status in statuses - {"200", "201", "204", "503"}:

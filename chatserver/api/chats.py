@@ -6,18 +6,19 @@ import re
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, Response, Router, get, post
+from litestar import Request, Router, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example, OpenAPIType
 from litestar.params import Body, Parameter
 
 from chatserver import actions
 from chatserver.api import docs
-from chatserver.api.deps import caller_of, services_of, strict_body, took_ms
+from chatserver.api.deps import JsonBody, caller_of, services_of, strict_body, took_ms
 from chatserver.api.query import Param, Query
 from chatserver.errors import InvalidInput
 from chatserver.schemas import (
     MAX_ID,
+    MessageOut,
     MessagePage,
     NewMessage,
     PageMeta,
@@ -28,20 +29,19 @@ from chatserver.store import MessageFilter
 IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")
 MAX_PAGE = 10**9
 SEND_EXAMPLE = Example(summary="Send a message", value={"user_id": 1, "message": "hai 12"})
+MESSAGE = {
+    "id": 13,
+    "sent_by": 2,
+    "received_by": 1,
+    "message": "hai 12",
+    "sent_at": "2015-12-25T09:13:40Z",
+    "received_at": "2015-12-25T09:14:02Z",
+}
 PAGE_EXAMPLE = Example(
     summary="The seed's documented inbox page",
     value={
         "meta": {"count": 13, "next": 2, "current_page": "1", "took": 10, "previous": None},
-        "messages": [
-            {
-                "id": 13,
-                "sent_by": 2,
-                "received_by": 1,
-                "message": "hai 12",
-                "sent_at": "2015-12-25T09:13:40Z",
-                "received_at": "2015-12-25T09:14:02Z",
-            }
-        ],
+        "messages": [MESSAGE],
     },
 )
 
@@ -53,10 +53,24 @@ PAGE_RESPONSE = ResponseSpec(
 )
 
 
+SENT_RESPONSE = ResponseSpec(
+    data_container=MessageOut,
+    description="The message as stored (a repeated Idempotency-Key returns the first one)",
+    generate_examples=False,
+    examples=[Example(summary="A sent message", value={**MESSAGE, "received_at": None})],
+)
+
+
 @post(
     "/",
     status_code=201,
-    responses={**docs.WITH_BODY, **docs.AUTHED, 404: docs.NOT_FOUND, 422: docs.KEY_REUSED},
+    responses={
+        201: SENT_RESPONSE,
+        **docs.WITH_BODY,
+        **docs.AUTHED,
+        404: docs.NOT_FOUND,
+        422: docs.KEY_REUSED,
+    },
     before_request=strict_body(NewMessage),
 )
 async def send_message(
@@ -69,7 +83,7 @@ async def send_message(
             description="1–255 visible ASCII characters; a repeat returns the first response",
         ),
     ] = None,
-) -> Response[bytes]:
+) -> JsonBody:
     """Send a message to a user; durable when the 201 arrives."""
     services = services_of(request)
     caller = await caller_of(request)
@@ -77,7 +91,7 @@ async def send_message(
         raise InvalidInput({"Idempotency-Key": ["1–255 visible ASCII characters"]})
     check_message(data.message)
     result = await actions.send_message(services, caller.user_id, data, idempotency_key)
-    return Response(result.body, status_code=result.status, media_type="application/json")
+    return JsonBody(result.body, result.status)
 
 
 READ_QUERY = Query(
@@ -124,7 +138,7 @@ READ_QUERY = Query(
     responses={200: PAGE_RESPONSE, **docs.WITH_QUERY, **docs.AUTHED},
     operation_class=READ_QUERY.operation_class(),
 )
-async def read_messages(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def read_messages(request: Request[Any, Any, Any]) -> JsonBody:
     """The latest messages sent to me, newest first (paginated; filters and cursors combine)."""
     services = services_of(request)
     caller = await caller_of(request)
@@ -144,7 +158,7 @@ async def read_messages(request: Request[Any, Any, Any]) -> Response[bytes]:
             messages=[services.messages.json(m) for m in result.messages],
         )
     )
-    return Response(body, media_type="application/json")
+    return JsonBody(body)
 
 
 class EncodedPage(msgspec.Struct):

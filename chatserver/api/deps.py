@@ -72,6 +72,29 @@ def authorization_header(scope: Any) -> str | None:
     return None
 
 
+class JsonBody:
+    """A JSON body already encoded, returned by the hot routes as a bare ASGI app.
+
+    Litestar's ``Response`` builds a header object, an ``ASGIResponse`` and checks the
+    media type on every request; measured on the inbox route that was about 8 % of its
+    time. A route returning this documents its body with ``responses=`` instead.
+    """
+
+    __slots__ = ("body", "status")
+
+    def __init__(self, body: bytes, status: int = 200) -> None:
+        self.body = body
+        self.status = status
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(self.body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
 def took_ms(request: Request[Any, Any, Any]) -> int:
     """Whole milliseconds since the request arrived (set by the request middleware)."""
     started = request.scope.get("state", {}).get("started", time.perf_counter())

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Request, Router, delete, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example, OpenAPIType
 from litestar.params import Body
 
 from chatserver import actions, store
 from chatserver.api import docs
-from chatserver.api.deps import caller_of, services_of, strict_body
+from chatserver.api.deps import JsonBody, caller_of, services_of, strict_body
 from chatserver.api.query import Param, Query
 from chatserver.errors import InvalidInput, NotFound
 from chatserver.schemas import MAX_ID, NewUser, UserOut
@@ -44,12 +46,32 @@ GET_QUERY = Query(
 )
 
 
+USER_RESPONSE = ResponseSpec(
+    data_container=UserOut,
+    description="The user (with their email only when it is the caller)",
+    generate_examples=False,
+    examples=[
+        Example(
+            summary="Another user",
+            value={
+                "id": 2,
+                "username": "jane",
+                "date_joined": "2015-12-25T09:13:40Z",
+                "last_seen_at": "2015-12-25T09:14:02Z",
+                "online": False,
+            },
+        )
+    ],
+)
+_encode = msgspec.json.Encoder().encode
+
+
 @get(
     "/",
-    responses={**docs.WITH_QUERY, **docs.AUTHED, 404: docs.NOT_FOUND},
+    responses={200: USER_RESPONSE, **docs.WITH_QUERY, **docs.AUTHED, 404: docs.NOT_FOUND},
     operation_class=GET_QUERY.operation_class(),
 )
-async def get_user(request: Request[Any, Any, Any]) -> UserOut:
+async def get_user(request: Request[Any, Any, Any]) -> JsonBody:
     """Get a user by id or username; with neither, the caller."""
     services = services_of(request)
     caller = await caller_of(request)
@@ -65,7 +87,7 @@ async def get_user(request: Request[Any, Any, Any]) -> UserOut:
     if user is None:
         raise NotFound("There is no such user")
     online = await services.hub.presence.online(user.id)
-    return user_out(user, viewer_id=caller.user_id, online=online)
+    return JsonBody(_encode(user_out(user, viewer_id=caller.user_id, online=online)))
 
 
 @delete("/", status_code=204, responses=docs.AUTHED)
