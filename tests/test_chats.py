@@ -467,6 +467,24 @@ async def test_unread_combines_with_with_and_paging(api: Api) -> None:
     assert (page["meta"]["count"], page["meta"]["next"]) == (3, 2)
 
 
+async def test_later_pages_of_unread_and_of_a_conversation_count_every_match(api: Api) -> None:
+    alice, bob = await api.signup(), await api.signup()
+    sent = [(await api.send(bob, alice.id, f"m{n}"))["id"] for n in range(3)]
+    second = await api.inbox(alice, page=2, page_size=2, **{"with": bob.id})
+    assert ids(second) == [sent[0]]
+    assert (second["meta"]["count"], second["meta"]["previous"]) == (3, 1)
+    past_the_end = await api.inbox(alice, page=3, page_size=2, **{"with": bob.id})
+    assert (ids(past_the_end), past_the_end["meta"]["count"]) == ([], 3)
+
+    carol = await api.signup()
+    unread = [(await api.send(bob, carol.id, f"u{n}"))["id"] for n in range(3)]
+    second = await api.inbox(carol, page=2, page_size=2, unread="true")
+    assert (ids(second), second["meta"]["count"]) == ([unread[0]], 3)
+    # That fetch marked unread[0] received: two are left, both on page 1.
+    past_the_end = await api.inbox(carol, page=2, page_size=2, unread="true")
+    assert (ids(past_the_end), past_the_end["meta"]["count"]) == ([], 2)
+
+
 # ---------------------------------------------------------------- cursors
 
 
