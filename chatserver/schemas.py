@@ -164,29 +164,3 @@ def check_login(body: Login) -> None:
     }
     if errors:
         raise InvalidInput(errors)
-
-
-# ---------------------------------------------------------------- strict body shape
-
-# The JSON kind each body field must have; checked before msgspec converts the body, because
-# Litestar converts leniently ("1" would become 1) and stops at the first bad field.
-BODY_KINDS: dict[type[msgspec.Struct], dict[str, type]] = {
-    NewUser: {"username": str, "email": str, "password": str},
-    Login: {"username": str, "password": str},
-    NewMessage: {"user_id": int, "message": str},
-}
-KIND_NAMES = {str: "a string", int: "an integer"}
-
-
-def check_body_kinds(body: object, kinds: dict[str, type]) -> None:
-    """Raise InvalidInput naming every field that is missing or of the wrong JSON kind."""
-    if not isinstance(body, dict):
-        raise InvalidInput({"body": ["must be a JSON object"]})
-    errors: dict[str, list[str]] = {}
-    for name, kind in kinds.items():
-        if name not in body:
-            errors[name] = ["this field is required"]
-        elif type(body[name]) is not kind:  # exact: true/false are not integers, "1" is not 1
-            errors[name] = [f"must be {KIND_NAMES[kind]}"]
-    if errors:
-        raise InvalidInput(errors)

@@ -157,10 +157,23 @@ def test_openapi_documents_the_parameters(
     assert names >= parameters
 
 
-@pytest.mark.parametrize("path", ["/api/v1/users/", "/api/v1/auth/token/", "/api/v1/chats/"])
-def test_openapi_documents_the_request_bodies(openapi: dict[str, Any], path: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        ("/api/v1/users/", ["username", "email", "password"]),
+        ("/api/v1/auth/token/", ["username", "password"]),
+        ("/api/v1/chats/", ["user_id", "message"]),
+    ],
+)
+def test_openapi_documents_the_request_bodies(
+    openapi: dict[str, Any], path: str, fields: list[str]
+) -> None:
     body = operation(openapi, path, "post")["requestBody"]
-    assert "application/json" in body["content"]
+    assert body["required"] is True
+    content = body["content"]["application/json"]
+    assert content["schema"]["required"] == fields
+    assert set(content["schema"]["properties"]) == set(fields)
+    assert content["examples"], "an example body"
 
 
 @pytest.mark.parametrize(

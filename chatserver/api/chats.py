@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Request, Router, get, post
+from litestar.enums import ParamType
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example, OpenAPIType
-from litestar.params import Body, Parameter
+from litestar.openapi.spec import Example, OpenAPIType, Schema
+from litestar.openapi.spec import Parameter as OpenAPIParameter
 
 from chatserver import actions
 from chatserver.api import docs
-from chatserver.api.deps import JsonBody, caller_of, services_of, strict_body, took_ms
+from chatserver.api.body import JsonInput
+from chatserver.api.deps import JsonBody, caller_of, header, services_of, took_ms
 from chatserver.api.query import Param, Query
 from chatserver.errors import InvalidInput
 from chatserver.schemas import (
@@ -61,6 +63,15 @@ SENT_RESPONSE = ResponseSpec(
 )
 
 
+NEW_MESSAGE = JsonInput(NewMessage, SEND_EXAMPLE)
+IDEMPOTENCY_KEY = OpenAPIParameter(
+    name="Idempotency-Key",
+    param_in=ParamType.HEADER,
+    schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255),
+    description="1–255 visible ASCII characters; a repeat returns the first response",
+)
+
+
 @post(
     "/",
     status_code=201,
@@ -71,22 +82,16 @@ SENT_RESPONSE = ResponseSpec(
         404: docs.NOT_FOUND,
         422: docs.KEY_REUSED,
     },
-    before_request=strict_body(NewMessage),
+    operation_class=docs.operation_class(
+        parameters=[IDEMPOTENCY_KEY], body=NEW_MESSAGE.request_body()
+    ),
 )
-async def send_message(
-    request: Request[Any, Any, Any],
-    data: Annotated[NewMessage, Body(examples=[SEND_EXAMPLE])],
-    idempotency_key: Annotated[
-        str | None,
-        Parameter(
-            header="Idempotency-Key",
-            description="1–255 visible ASCII characters; a repeat returns the first response",
-        ),
-    ] = None,
-) -> JsonBody:
+async def send_message(request: Request[Any, Any, Any]) -> JsonBody:
     """Send a message to a user; durable when the 201 arrives."""
+    data = await NEW_MESSAGE.read(request)
     services = services_of(request)
     caller = await caller_of(request)
+    idempotency_key = header(request.scope, b"idempotency-key")
     if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(idempotency_key):
         raise InvalidInput({"Idempotency-Key": ["1–255 visible ASCII characters"]})
     check_message(data.message)
@@ -136,7 +141,7 @@ READ_QUERY = Query(
 @get(
     "/",
     responses={200: PAGE_RESPONSE, **docs.WITH_QUERY, **docs.AUTHED},
-    operation_class=READ_QUERY.operation_class(),
+    operation_class=docs.operation_class(parameters=READ_QUERY.openapi()),
 )
 async def read_messages(request: Request[Any, Any, Any]) -> JsonBody:
     """The latest messages sent to me, newest first (paginated; filters and cursors combine)."""

@@ -8,17 +8,14 @@ signature model and a kwargs pass per request), more than everything our own cod
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 from litestar import Request
 from litestar.connection import ASGIConnection
 
 from chatserver import auth, store
 from chatserver.errors import BadCredentials, NotAuthenticated
-from chatserver.schemas import BODY_KINDS, check_body_kinds
 from chatserver.services import Services
 
 
@@ -61,13 +58,15 @@ async def _bearer(s: Services, token_hash: str) -> Caller:
 
 async def caller_of(request: Request[Any, Any, Any]) -> Caller:
     """The authenticated caller of a request, or NotAuthenticated (401)."""
-    return await authenticate(services_of(request), authorization_header(request.scope))
+    return await authenticate(services_of(request), header(request.scope, b"authorization"))
 
 
-def authorization_header(scope: Any) -> str | None:
-    # Scanning the raw headers is cheaper than building Litestar's Headers object for one.
-    for name, value in scope["headers"]:
-        if name == b"authorization":
+def header(scope: Any, name: bytes) -> str | None:
+    """One request header (``name`` in lower case), or None.
+
+    Scanning the raw headers is cheaper than building Litestar's Headers object for one."""
+    for key, value in scope["headers"]:
+        if key == name:
             return bytes(value).decode("latin-1")
     return None
 
@@ -99,24 +98,3 @@ def took_ms(request: Request[Any, Any, Any]) -> int:
     """Whole milliseconds since the request arrived (set by the request middleware)."""
     started = request.scope.get("state", {}).get("started", time.perf_counter())
     return int((time.perf_counter() - started) * 1000)
-
-
-def strict_body(
-    struct: type[msgspec.Struct],
-) -> Callable[[Request[Any, Any, Any]], Awaitable[None]]:
-    """A ``before_request`` hook that checks the body's JSON kinds, naming every bad field.
-
-    It runs before Litestar converts the body into ``struct``: that conversion is lenient
-    ("1" becomes 1) and reports only the first problem.
-    """
-    kinds = BODY_KINDS[struct]
-
-    async def check(request: Request[Any, Any, Any]) -> None:
-        raw = await request.body()
-        try:
-            body = msgspec.json.decode(raw) if raw else None
-        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
-            return  # Litestar's own decoding reports malformed JSON
-        check_body_kinds(body, kinds)
-
-    return check

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example
+from litestar.openapi.spec import Example, Operation, Parameter, RequestBody
 
 from chatserver.problems import Problem
 
@@ -55,3 +57,20 @@ def summarized(*handlers: H) -> list[H]:
         if doc and not handler.summary:
             handler.summary = doc.splitlines()[0]
     return list(handlers)
+
+
+def operation_class(
+    *, parameters: Sequence[Parameter] = (), body: RequestBody | None = None
+) -> type[Operation]:
+    """An Operation class for a route decorator that documents the parameters and the body
+    a route reads itself (Litestar documents only what it parses for the route)."""
+
+    @dataclass
+    class DocumentedOperation(Operation):
+        def __post_init__(self) -> None:
+            if parameters:
+                self.parameters = [*(self.parameters or []), *parameters]
+            if body is not None:
+                self.request_body = body
+
+    return DocumentedOperation

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from litestar.enums import ParamType
-from litestar.openapi.spec import OpenAPIType, Operation, Parameter, Schema
+from litestar.openapi.spec import OpenAPIType, Parameter, Schema
 
 from chatserver.errors import InvalidInput
 from chatserver.schemas import bad_text
@@ -138,13 +138,6 @@ class Query:
             raise InvalidInput(errors)
         return values
 
-    def operation_class(self) -> type[Operation]:
-        """An Operation class for the route decorator that lists these parameters."""
-        documented = [p.openapi() for p in self.params.values()]
-
-        @dataclass
-        class QueryOperation(Operation):
-            def __post_init__(self) -> None:
-                self.parameters = [*(self.parameters or []), *documented]
-
-        return QueryOperation
+    def openapi(self) -> list[Parameter]:
+        """The parameters for OpenAPI (see ``docs.operation_class``)."""
+        return [p.openapi() for p in self.params.values()]

@@ -19,7 +19,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from chatserver import store
 from chatserver.api import docs
-from chatserver.api.deps import Caller, authenticate, authorization_header, caller_of, services_of
+from chatserver.api.deps import Caller, authenticate, caller_of, header, services_of
 from chatserver.config import MAX_FRAME_BYTES
 from chatserver.db import now_us
 from chatserver.errors import ChatError, InvalidInput, NotAuthenticated
@@ -108,9 +108,9 @@ async def _close_if_revoked_meanwhile(
 async def _authenticate_socket(
     socket: WebSocket[Any, Any, Any], services: Services, after_id: int | None
 ) -> tuple[Caller, int | None]:
-    header = authorization_header(socket.scope)
-    if header:
-        return await authenticate(services, header), after_id
+    authorization = header(socket.scope, b"authorization")
+    if authorization:
+        return await authenticate(services, authorization), after_id
     async with asyncio.timeout(AUTH_TIMEOUT_SECONDS):
         frame = await socket.receive_data("text")
     try:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Request, Router, delete, post
 from litestar.openapi.spec import Example
-from litestar.params import Body
 
 from chatserver import actions
 from chatserver.api import docs
-from chatserver.api.deps import caller_of, services_of, strict_body
+from chatserver.api.body import JsonInput
+from chatserver.api.deps import caller_of, services_of
 from chatserver.errors import InvalidInput
 from chatserver.schemas import Login, TokenOut
 from chatserver.views import user_out
@@ -18,17 +18,19 @@ from chatserver.views import user_out
 LOGIN_EXAMPLE = Example(summary="Log in", value={"username": "john", "password": "s3cret-pass"})
 
 
+LOGIN = JsonInput(Login, LOGIN_EXAMPLE)
+
+
 @post(
     "/",
     status_code=200,
     responses={**docs.WITH_BODY, **docs.AUTHED},
     security=[],
-    before_request=strict_body(Login),
+    operation_class=docs.operation_class(body=LOGIN.request_body()),
 )
-async def issue_token(
-    request: Request[Any, Any, Any], data: Annotated[Login, Body(examples=[LOGIN_EXAMPLE])]
-) -> TokenOut:
+async def issue_token(request: Request[Any, Any, Any]) -> TokenOut:
     """Exchange a username (or email) and password for a Bearer token."""
+    data = await LOGIN.read(request)
     services = services_of(request)
     token, user = await actions.issue_token(services, data)
     online = await services.hub.presence.online(user.id)

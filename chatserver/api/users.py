@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Request, Router, delete, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example, OpenAPIType
-from litestar.params import Body
 
 from chatserver import actions, store
 from chatserver.api import docs
-from chatserver.api.deps import JsonBody, caller_of, services_of, strict_body
+from chatserver.api.body import JsonInput
+from chatserver.api.deps import JsonBody, caller_of, services_of
 from chatserver.api.query import Param, Query
 from chatserver.errors import InvalidInput, NotFound
 from chatserver.schemas import MAX_ID, NewUser, UserOut
@@ -24,17 +24,19 @@ SIGN_UP_EXAMPLE = Example(
 )
 
 
+NEW_USER = JsonInput(NewUser, SIGN_UP_EXAMPLE)
+
+
 @post(
     "/",
     status_code=201,
     responses={**docs.WITH_BODY, 409: docs.CONFLICT},
     security=[],
-    before_request=strict_body(NewUser),
+    operation_class=docs.operation_class(body=NEW_USER.request_body()),
 )
-async def create_user(
-    request: Request[Any, Any, Any], data: Annotated[NewUser, Body(examples=[SIGN_UP_EXAMPLE])]
-) -> UserOut:
+async def create_user(request: Request[Any, Any, Any]) -> UserOut:
     """Create a user (no authentication needed)."""
+    data = await NEW_USER.read(request)
     services = services_of(request)
     user = await actions.create_user(services, data)
     return user_out(user, viewer_id=user.id, online=False)
@@ -69,7 +71,7 @@ _encode = msgspec.json.Encoder().encode
 @get(
     "/",
     responses={200: USER_RESPONSE, **docs.WITH_QUERY, **docs.AUTHED, 404: docs.NOT_FOUND},
-    operation_class=GET_QUERY.operation_class(),
+    operation_class=docs.operation_class(parameters=GET_QUERY.openapi()),
 )
 async def get_user(request: Request[Any, Any, Any]) -> JsonBody:
     """Get a user by id or username; with neither, the caller."""
