@@ -308,6 +308,23 @@ def test_migrate_creates_the_schema_and_exits(tmp_path: Path) -> None:
     result = run_cli("migrate", env={"CHAT_DATABASE_URL": f"sqlite:///{db}"}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert {"users", "tokens", "messages", "idempotency_keys"} <= sqlite_tables(db)
+    assert sqlite_page_size(db) == 2048  # new databases: smaller WAL writes per commit
+
+
+def test_migrate_keeps_the_page_size_of_an_existing_database(tmp_path: Path) -> None:
+    db = tmp_path / "chat.db"
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA page_size = 4096")
+        conn.execute("CREATE TABLE notes (body TEXT)")
+    result = run_cli("migrate", env={"CHAT_DATABASE_URL": f"sqlite:///{db}"}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "messages" in sqlite_tables(db)
+    assert sqlite_page_size(db) == 4096
+
+
+def sqlite_page_size(path: Path) -> int:
+    with closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("PRAGMA page_size").fetchone()[0])
 
 
 def test_migrate_twice_is_harmless(tmp_path: Path) -> None:
