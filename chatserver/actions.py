@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgspec
 
@@ -67,8 +68,7 @@ async def delete_user(s: Services, user_id: int) -> None:
 # ---------------------------------------------------------------- sending
 
 
-@dataclass(frozen=True, slots=True)
-class SendResult:
+class SendResult(NamedTuple):
     status: int
     body: bytes
 
@@ -187,7 +187,7 @@ async def _mark_fetched(
         return rows
     await s.events.publish_received(user_id, marked, now)
     marked_ids = {message_id for message_id, _ in marked}
-    return [replace(m, received_at=now) if m.id in marked_ids else m for m in rows]
+    return [m._replace(received_at=now) if m.id in marked_ids else m for m in rows]
 
 
 async def wait_for_messages(

@@ -9,7 +9,7 @@ import hashlib
 import secrets
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -55,13 +55,11 @@ def token_hash(token: str) -> str:
 # ---------------------------------------------------------------- credentials
 
 
-@dataclass(frozen=True, slots=True)
-class BearerCredentials:
+class BearerCredentials(NamedTuple):
     token_hash: str
 
 
-@dataclass(frozen=True, slots=True)
-class BasicCredentials:
+class BasicCredentials(NamedTuple):
     username: str
     password: str
 

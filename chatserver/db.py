@@ -169,6 +169,24 @@ class SqliteConn:
             raise Unavailable(f"The database cannot be used right now: {exc}") from exc
 
 
+class ReaderContext:
+    """``async with`` for the one shared read connection: nothing to acquire or release.
+
+    A class, not an ``asynccontextmanager``: every read route enters it, and a generator
+    based one costs about 1 µs more a request (measured)."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: SqliteConn) -> None:
+        self._conn = conn
+
+    async def __aenter__(self) -> SqliteConn:
+        return self._conn
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+
 class SqliteDatabase:
     """One read connection used on the loop, one write connection with group commit."""
 
@@ -176,6 +194,7 @@ class SqliteDatabase:
 
     def __init__(self, path: str) -> None:
         self._reader = SqliteConn(sqlite_connect(path))
+        self._read_context = ReaderContext(self._reader)
         self._write_conn = sqlite_connect(path)
         self._write_conn.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoint_forever
         self._writer = SqliteConn(self._write_conn)
@@ -186,9 +205,8 @@ class SqliteDatabase:
         self._checkpointing: asyncio.Future[None] | None = None
         self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint_forever())
 
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[Conn]:
-        yield self._reader
+    def read(self) -> ReaderContext:
+        return self._read_context
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:

@@ -29,8 +29,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from litestar.channels import ChannelsPlugin, Subscriber
@@ -222,8 +221,7 @@ class ChatRedisBackend(RedisChannelsPubSubBackend):
                 yield channel.decode(), message["data"]
 
 
-@dataclass(frozen=True, slots=True)
-class StreamEvent:
+class StreamEvent(NamedTuple):
     """One event for a client: the JSON payload, and the message id when it is a message."""
 
     payload: bytes

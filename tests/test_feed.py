@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 import msgspec
 import pytest
@@ -118,6 +117,6 @@ async def test_an_event_after_a_gap_makes_the_feed_read_the_database(
     async with subscription(s.events.channels, alice.id) as sub:
         feed, _ = await live_feed(s, api, sub, alice, bob)
         overtaken = await store_without_publishing(s, bob.id, alice.id)
-        later = replace(overtaken, id=overtaken.id + 1000, body="later")
+        later = overtaken._replace(id=overtaken.id + 1000, body="later")
         event = await publish_then_next(s, feed, alice, hinted_event(overtaken.id, later))
     assert event.message_id == overtaken.id  # read from the database, in id order

@@ -8,8 +8,7 @@ signature model and a kwargs pass per request), more than everything our own cod
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from litestar import Request
 from litestar.connection import ASGIConnection
@@ -19,8 +18,7 @@ from chatserver.errors import BadCredentials, NotAuthenticated
 from chatserver.services import Services
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
+class Caller(NamedTuple):
     """Who made the request; ``token_hash`` is set when they used a Bearer token."""
 
     user_id: int
