@@ -21,6 +21,7 @@ import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any, Protocol
@@ -108,6 +109,14 @@ class WriteLock:
         self._locked = True
 
     async def __aexit__(self, *_: object) -> None:
+        self.release()
+
+    def take_free(self) -> None:
+        """Take the lock without waiting; the caller knows it is free."""
+        assert not self._locked, "the write lock is taken"
+        self._locked = True
+
+    def release(self) -> None:
         self._locked = False
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
@@ -199,8 +208,11 @@ class SqliteDatabase:
         self._write_conn.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoint_forever
         self._writer = SqliteConn(self._write_conn)
         self._lock = WriteLock()
-        self._in_batch = False
-        self._waiting: list[asyncio.Future[None]] = []
+        self._writers = 0  # transactions entered and not yet out of the lock
+        self._open = False  # BEGIN issued, COMMIT not yet
+        self._commit_scheduled = False
+        self._batch: list[asyncio.Future[None]] = []  # writers waiting for the next COMMIT
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-commit")
         self._checkpoint_conn = sqlite_connect(path)
         self._checkpointing: asyncio.Future[None] | None = None
         self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint_forever())
@@ -211,50 +223,73 @@ class SqliteDatabase:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
         """A write transaction; returns once it is durably committed (or raises)."""
-        async with self._lock:
-            self._begin_batch()
-            self._write_conn.execute("SAVEPOINT tx")
-            try:
-                yield self._writer
-            except BaseException:
-                self._write_conn.execute("ROLLBACK TO tx")
+        self._writers += 1
+        try:
+            async with self._lock:
+                if not self._open:
+                    self._write_conn.execute("BEGIN IMMEDIATE")
+                    self._open = True
+                self._write_conn.execute("SAVEPOINT tx")
+                try:
+                    yield self._writer
+                except BaseException:
+                    self._write_conn.execute("ROLLBACK TO tx")
+                    self._write_conn.execute("RELEASE tx")
+                    raise
                 self._write_conn.execute("RELEASE tx")
-                raise
-            self._write_conn.execute("RELEASE tx")
-            committed = self._join_commit()
+                committed = asyncio.get_running_loop().create_future()
+                self._batch.append(committed)
+        finally:
+            self._writers -= 1
+            self._after_writer()
         await committed
 
-    def _begin_batch(self) -> None:
-        if not self._in_batch:
-            self._write_conn.execute("BEGIN IMMEDIATE")
-            self._in_batch = True
+    def _after_writer(self) -> None:
+        if self._writers or not self._open:
+            return
+        if not self._batch:  # every transaction in it failed and rolled back: end it now,
+            self._write_conn.execute("ROLLBACK")  # an open BEGIN keeps other processes out
+            self._open = False
+        elif not self._commit_scheduled:
+            self._commit_scheduled = True
+            asyncio.get_running_loop().call_soon(self._commit_if_last)
 
-    def _join_commit(self) -> asyncio.Future[None]:
-        future = asyncio.get_running_loop().create_future()
-        if not self._waiting:
-            asyncio.get_running_loop().create_task(self._commit_batch())
-        self._waiting.append(future)
-        return future
+    def _commit_if_last(self) -> None:
+        """Start the batch's COMMIT on the commit thread once no writer is left.
 
-    async def _commit_batch(self) -> None:
-        # Waiting for the lock lets every transaction already queued join this batch.
-        async with self._lock:
-            batch, self._waiting = self._waiting, []
-            try:
-                await asyncio.to_thread(self._write_conn.execute, "COMMIT")
-            except Exception as exc:  # disk full, I/O error: every writer in the batch fails
-                if self._write_conn.in_transaction:
-                    self._write_conn.execute("ROLLBACK")
-                failure = Unavailable(f"The database could not commit: {exc}")
-                for future in batch:
-                    if not future.done():  # its writer may have been cancelled meanwhile
-                        future.set_exception(failure)
-            else:
-                for future in batch:
-                    if not future.done():
-                        future.set_result(None)
-            finally:
-                self._in_batch = False
+        Scheduled by the last writer out of the lock, it runs after the requests already
+        due in this loop turn, so their writes join the batch too; writers queued for the
+        lock are counted, so a batch also holds every writer that queued while the previous
+        COMMIT ran. The lock stays taken until the COMMIT is done, and ``_end_batch``
+        answers the whole batch straight from the thread's completion: each hop through the
+        event loop waits behind every request of that turn (milliseconds under load).
+        """
+        self._commit_scheduled = False
+        if self._writers or not self._open:
+            return
+        self._lock.take_free()  # no writer is in or waiting for it, and no COMMIT runs
+        self._open = False
+        batch, self._batch = self._batch, []
+        loop = asyncio.get_running_loop()
+        done = self._committer.submit(self._write_conn.execute, "COMMIT")
+        done.add_done_callback(lambda _: loop.call_soon_threadsafe(self._end_batch, batch, done))
+
+    def _end_batch(self, batch: list[asyncio.Future[None]], done: Future[Any]) -> None:
+        try:
+            done.result()
+        except Exception as exc:  # disk full, I/O error: every writer in the batch fails
+            if self._write_conn.in_transaction:
+                self._write_conn.execute("ROLLBACK")
+            failure = Unavailable(f"The database could not commit: {exc}")
+            for future in batch:
+                if not future.done():  # its writer may have been cancelled meanwhile
+                    future.set_exception(failure)
+        else:
+            for future in batch:
+                if not future.done():
+                    future.set_result(None)
+        finally:
+            self._lock.release()
 
     async def _checkpoint_forever(self) -> None:
         """Copy the WAL back into the database file in the background, on a connection and
@@ -288,7 +323,10 @@ class SqliteDatabase:
         if self._checkpointing is not None:
             with contextlib.suppress(sqlite3.Error):
                 await self._checkpointing
+        # A batch whose COMMIT is due commits first; then the lock waits out a running one.
+        await asyncio.gather(*self._batch, return_exceptions=True)
         async with self._lock:
+            self._committer.shutdown()
             self._reader._conn.close()
             self._write_conn.close()
             self._checkpoint_conn.close()

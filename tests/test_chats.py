@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -12,8 +13,8 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from chatserver.app import create_app
-from chatserver.config import Settings
-from chatserver.db import open_database
+from chatserver.config import Settings, sqlite_path
+from chatserver.db import Conn, open_database
 from chatserver.migrations import upgrade
 from tests.helpers import (
     Api,
@@ -744,6 +745,72 @@ async def test_a_cancelled_writer_does_not_stall_its_commit_batch(sqlite_url: st
             assert await conn.fetch_val("SELECT count(*) FROM users") >= 2
     finally:
         await db.close()
+
+
+async def test_a_writer_cancelled_while_queued_does_not_stall_the_batch(sqlite_url: str) -> None:
+    """The last writer out of the lock starts the COMMIT; a queued writer that is cancelled
+    instead must not leave the writers before it waiting for a COMMIT nobody starts."""
+    await asyncio.to_thread(upgrade, sqlite_url)
+    db = await open_database(sqlite_url)
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def write(name: str, hold: bool = False) -> None:
+        async with db.transaction() as conn:
+            await insert_user(conn, name)
+            if hold:
+                holding.set()
+                await release.wait()
+
+    try:
+        first = asyncio.create_task(write("first", hold=True))
+        await holding.wait()
+        queued = asyncio.create_task(write("queued"))
+        await asyncio.sleep(0)  # queued now waits for the write lock
+        queued.cancel()
+        release.set()
+        async with asyncio.timeout(10):
+            await first
+        async with db.read() as conn:
+            assert await conn.fetch_val("SELECT count(*) FROM users") == 1
+    finally:
+        await db.close()
+
+
+async def test_a_failed_sqlite_transaction_leaves_the_database_free_to_write(
+    sqlite_url: str,
+) -> None:
+    """A lone transaction that raises rolls its batch back at once: an open BEGIN would keep
+    every other connection (another worker process) from writing."""
+    await asyncio.to_thread(upgrade, sqlite_url)
+    db = await open_database(sqlite_url)
+    try:
+
+        async def failing_write() -> None:
+            async with db.transaction() as conn:
+                await insert_user(conn, "ghost")
+                raise RuntimeError("the body failed")
+
+        with pytest.raises(RuntimeError):
+            await failing_write()
+        other = sqlite3.connect(sqlite_path(sqlite_url), timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # 'database is locked' if the batch were open
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        async with db.read() as conn:
+            assert await conn.fetch_val("SELECT count(*) FROM users") == 0
+    finally:
+        await db.close()
+
+
+async def insert_user(conn: Conn, name: str) -> None:
+    await conn.execute(
+        "INSERT INTO users (username, username_key, email, email_key, password_hash,"
+        " date_joined) VALUES ($1, $1, $2, $2, 'x', 0)",
+        name,
+        f"{name}@example.com",
+    )
 
 
 async def test_a_sqlite_transaction_that_suspends_keeps_other_writers_out(

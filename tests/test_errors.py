@@ -290,7 +290,8 @@ async def test_query_parameters_take_any_case_of_true_and_ignore_unknown_ones(ap
 async def test_escaped_query_values_are_decoded_and_a_plus_is_a_space(api: Api) -> None:
     alice, bob = await api.signup(), await api.signup(username="bob.s+x")
     escaped = await api.client.get(f"{USERS}?username=Bob.S%2Bx&&", headers=alice.auth)
-    assert escaped.status_code == 200 and escaped.json()["id"] == bob.id
+    assert escaped.status_code == 200
+    assert escaped.json()["id"] == bob.id
     plus = await api.client.get(f"{USERS}?username=bob.s+x", headers=alice.auth)
     assert_problem(plus, 404)  # "bob.s x": nobody
 
