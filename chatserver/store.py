@@ -258,19 +258,19 @@ async def _user_counter(conn: Conn, user_id: int, column: str) -> int:
 
 
 async def _count_beyond_cursor(conn: Conn, f: MessageFilter) -> int:
-    """Inbox messages before/after an id, from the dense per-recipient sequence numbers."""
+    """Inbox messages before/after an id, from the dense per-recipient sequence numbers
+    (one statement: the cursor's sequence number, and for after_id the user's count)."""
     before = f.before_id is not None
     cursor, op = (f.before_id, "<") if before else (f.after_id, "<=")
-    seq = await conn.fetch_val(
-        f"SELECT recipient_seq FROM messages WHERE recipient_id = $1 AND id {op} $2"
-        " ORDER BY id DESC LIMIT 1",
-        f.user_id,
-        cursor,
+    up_to_cursor = (
+        f"coalesce((SELECT recipient_seq FROM messages WHERE recipient_id = $1 AND id {op} $2"
+        " ORDER BY id DESC LIMIT 1), 0)"
     )
-    up_to_cursor = int(seq or 0)
     if before:
-        return up_to_cursor
-    return await _user_counter(conn, f.user_id, "received_count") - up_to_cursor
+        count_sql = f"SELECT {up_to_cursor}"
+    else:
+        count_sql = f"SELECT (SELECT received_count FROM users WHERE id = $1) - {up_to_cursor}"
+    return int(await conn.fetch_val(count_sql, f.user_id, cursor))
 
 
 async def mark_received(
