@@ -18,6 +18,7 @@ SCENARIOS = (
     "fanout",
 )
 HTTP_SCENARIOS = ("send", "inbox", "conversation", "sync", "user", "mixed", "login")
+SOCKET_SCENARIOS = ("idle-sockets", "fanout")
 
 
 @dataclass(frozen=True)
