@@ -63,6 +63,9 @@ class BasicCredentials(NamedTuple):
     username: str
     password: str
 
+    def __repr__(self) -> str:  # never the password, in a log line or a traceback
+        return f"BasicCredentials(username={self.username!r}, password='***')"
+
 
 Credentials = BearerCredentials | BasicCredentials
 

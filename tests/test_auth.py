@@ -267,3 +267,12 @@ async def test_passwords_are_stored_as_argon2id_hashes(api: Api, database_url: s
     assert len(rows) == 1
     assert rows[0][0].startswith("$argon2id$")
     assert PASSWORD not in rows[0][0]
+
+
+def test_parsed_basic_credentials_never_show_the_password() -> None:
+    header = "Basic " + base64.b64encode(b"alice:s3cret-pass").decode()
+    credentials = auth.parse_authorization(header)
+    assert isinstance(credentials, auth.BasicCredentials)
+    assert credentials.password == "s3cret-pass"
+    assert "s3cret-pass" not in repr(credentials)
+    assert "s3cret-pass" not in str(credentials)
