@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import NamedTuple
 
 import msgspec
 import pytest
@@ -78,45 +80,51 @@ async def hint_of(sub: Subscription, message_id: int) -> int | None:
                 return hint
 
 
-async def live_feed(
-    s: Services, api: Api, sub: Subscription, alice: User, bob: User
-) -> tuple[Feed, int]:
-    """A feed past its replay and its first live message, and that message's id (the
-    feed's cursor)."""
-    feed = Feed(s, sub, alice.id, after_id=None, since=now_us())
-    sent = await api.send(bob, alice.id)
-    async with asyncio.timeout(5):
-        assert (await feed.next()).message_id == sent["id"]
-    return feed, sent["id"]
+class Live(NamedTuple):
+    """Alice's feed, past its replay and its first live message (bob's)."""
+
+    s: Services
+    feed: Feed
+    cursor: int  # that first message's id: the feed's cursor
+    alice: User
+    bob: User
 
 
-async def publish_then_next(s: Services, feed: Feed, user: User, payload: bytes) -> StreamEvent:
-    s.events.channels.publish(payload, user_channel(user.id))
+@asynccontextmanager
+async def live_feed(app: tuple[Services, Api]) -> AsyncIterator[Live]:
+    s, api = app
+    alice, bob = await api.signup(), await api.signup()
+    async with subscription(s.events.channels, alice.id) as sub:
+        feed = Feed(s, sub, alice.id, after_id=None, since=now_us())
+        sent = await api.send(bob, alice.id)
+        async with asyncio.timeout(5):
+            assert (await feed.next()).message_id == sent["id"]
+        yield Live(s, feed, sent["id"], alice, bob)
+
+
+async def publish_then_next(live: Live, payload: bytes) -> StreamEvent:
+    live.s.events.channels.publish(payload, user_channel(live.alice.id))
     async with asyncio.timeout(5):
-        return await feed.next()
+        return await live.feed.next()
 
 
 async def test_an_event_following_the_cursor_is_sent_without_reading(
     app: tuple[Services, Api],
 ) -> None:
-    s, api = app
-    alice, bob = await api.signup(), await api.signup()
-    async with subscription(s.events.channels, alice.id) as sub:
-        feed, cursor = await live_feed(s, api, sub, alice, bob)
+    async with live_feed(app) as live:
         # Never stored: the feed can only send it by trusting the hint, not by reading.
-        unstored = MessageRow(cursor + 1000, bob.id, alice.id, "live", now_us(), None)
-        event = await publish_then_next(s, feed, alice, hinted_event(cursor, unstored))
+        unstored = MessageRow(
+            live.cursor + 1000, live.bob.id, live.alice.id, "live", now_us(), None
+        )
+        event = await publish_then_next(live, hinted_event(live.cursor, unstored))
     assert event.message_id == unstored.id
 
 
 async def test_an_event_after_a_gap_makes_the_feed_read_the_database(
     app: tuple[Services, Api],
 ) -> None:
-    s, api = app
-    alice, bob = await api.signup(), await api.signup()
-    async with subscription(s.events.channels, alice.id) as sub:
-        feed, _ = await live_feed(s, api, sub, alice, bob)
-        overtaken = await store_without_publishing(s, bob.id, alice.id)
+    async with live_feed(app) as live:
+        overtaken = await store_without_publishing(live.s, live.bob.id, live.alice.id)
         later = overtaken._replace(id=overtaken.id + 1000, body="later")
-        event = await publish_then_next(s, feed, alice, hinted_event(overtaken.id, later))
+        event = await publish_then_next(live, hinted_event(overtaken.id, later))
     assert event.message_id == overtaken.id  # read from the database, in id order
