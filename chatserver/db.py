@@ -210,7 +210,6 @@ class SqliteDatabase:
         self._lock = WriteLock()
         self._writers = 0  # transactions entered and not yet out of the lock
         self._open = False  # BEGIN issued, COMMIT not yet
-        self._commit_scheduled = False
         self._batch: list[asyncio.Future[None]] = []  # writers waiting for the next COMMIT
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-commit")
         self._checkpoint_conn = sqlite_connect(path)
@@ -245,30 +244,23 @@ class SqliteDatabase:
         await committed
 
     def _after_writer(self) -> None:
+        """The last writer out of the lock ends the batch: COMMIT, or ROLLBACK if all failed.
+
+        Writers that queued for the lock while the previous COMMIT ran went in one after
+        another, so a batch holds all of them. The COMMIT starts at once (measured: waiting
+        for the end of the loop turn to gather more writers made batches larger but every
+        writer's answer one loop turn later, and sent no more messages a second). The lock
+        stays taken until the COMMIT is done, and ``_end_batch`` answers the whole batch
+        straight from the thread's completion: each hop through the event loop waits behind
+        every request of that turn (milliseconds under load).
+        """
         if self._writers or not self._open:
             return
+        self._open = False
         if not self._batch:  # every transaction in it failed and rolled back: end it now,
             self._write_conn.execute("ROLLBACK")  # an open BEGIN keeps other processes out
-            self._open = False
-        elif not self._commit_scheduled:
-            self._commit_scheduled = True
-            asyncio.get_running_loop().call_soon(self._commit_if_last)
-
-    def _commit_if_last(self) -> None:
-        """Start the batch's COMMIT on the commit thread once no writer is left.
-
-        Scheduled by the last writer out of the lock, it runs after the requests already
-        due in this loop turn, so their writes join the batch too; writers queued for the
-        lock are counted, so a batch also holds every writer that queued while the previous
-        COMMIT ran. The lock stays taken until the COMMIT is done, and ``_end_batch``
-        answers the whole batch straight from the thread's completion: each hop through the
-        event loop waits behind every request of that turn (milliseconds under load).
-        """
-        self._commit_scheduled = False
-        if self._writers or not self._open:
             return
         self._lock.take_free()  # no writer is in or waiting for it, and no COMMIT runs
-        self._open = False
         batch, self._batch = self._batch, []
         loop = asyncio.get_running_loop()
         done = self._committer.submit(self._write_conn.execute, "COMMIT")

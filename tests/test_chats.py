@@ -14,7 +14,7 @@ from litestar.testing import AsyncTestClient
 
 from chatserver.app import create_app
 from chatserver.config import Settings, sqlite_path
-from chatserver.db import Conn, open_database
+from chatserver.db import Conn, SqliteDatabase, open_database
 from chatserver.migrations import upgrade
 from tests.helpers import (
     Api,
@@ -720,6 +720,31 @@ async def test_reading_a_page_costs_the_same_statements_for_10_or_100(
     assert len(small_statements) <= 8, small_statements
 
 
+async def test_writers_queued_behind_a_commit_share_the_next_one(sqlite_url: str) -> None:
+    """Group commit: the first writer commits at once; the writers that queued for the lock
+    meanwhile are made durable together by one COMMIT, not one each."""
+    await asyncio.to_thread(upgrade, sqlite_url)
+    db = await open_database(sqlite_url)
+    assert isinstance(db, SqliteDatabase)
+    commits: list[str] = []
+    db._write_conn.set_trace_callback(
+        lambda sql: commits.append(sql) if sql.startswith("COMMIT") else None
+    )
+
+    async def write(n: int) -> None:
+        async with db.transaction() as conn:
+            await insert_user(conn, f"user{n}")
+
+    try:
+        async with asyncio.timeout(10):
+            await asyncio.gather(*(write(n) for n in range(20)))
+        async with db.read() as conn:
+            assert await conn.fetch_val("SELECT count(*) FROM users") == 20
+        assert len(commits) <= 2, commits  # the first alone, then all the others at once
+    finally:
+        await db.close()
+
+
 async def test_a_cancelled_writer_does_not_stall_its_commit_batch(sqlite_url: str) -> None:
     """A request cancelled while its commit is in flight (a client that hung up) must not
     leave the other writers of the same SQLite group commit waiting forever."""
@@ -728,12 +753,7 @@ async def test_a_cancelled_writer_does_not_stall_its_commit_batch(sqlite_url: st
 
     async def write(n: int) -> None:
         async with db.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO users (username, username_key, email, email_key, password_hash,"
-                " date_joined) VALUES ($1, $1, $2, $2, 'x', 0)",
-                f"user{n}",
-                f"user{n}@example.com",
-            )
+            await insert_user(conn, f"user{n}")
 
     try:
         writers = [asyncio.create_task(write(n)) for n in range(3)]
@@ -826,12 +846,7 @@ async def test_a_sqlite_transaction_that_suspends_keeps_other_writers_out(
     async def write(name: str, hold: bool) -> None:
         async with db.transaction() as conn:
             inside.append(name)
-            await conn.execute(
-                "INSERT INTO users (username, username_key, email, email_key, password_hash,"
-                " date_joined) VALUES ($1, $1, $2, $2, 'x', 0)",
-                name,
-                f"{name}@example.com",
-            )
+            await insert_user(conn, name)
             if hold:
                 holding.set()
                 await release.wait()
