@@ -164,12 +164,23 @@ async def read_messages(
     offset = 0 if f.has_cursor else (page - 1) * page_size
     async with s.db.read() as conn:
         if f.is_plain_inbox and not f.has_cursor:
-            count, rows = await store.inbox_page(conn, f.user_id, offset, page_size)
+            count, ids = await store.inbox_page(conn, f.user_id, offset, page_size)
         else:
             count = await store.count_messages(conn, f)
-            rows = await store.list_messages(conn, f, page_size, offset) if offset < count else []
+            ids = await store.list_message_ids(conn, f, page_size, offset) if offset < count else []
+        rows = await _load_messages(s, conn, ids)
     rows = await _mark_fetched(s, user_id, rows)
     return Page(count, rows)
+
+
+async def _load_messages(s: Services, conn: Conn, ids: list[int]) -> list[store.MessageRow]:
+    """The messages with these ids, in this order: received ones from the cache (they can no
+    longer change), the rest from the database. An id deleted meanwhile is left out."""
+    rows = {message_id: s.messages.received(message_id) for message_id in ids}
+    missing = [message_id for message_id, row in rows.items() if row is None]
+    if missing:  # a dict keeps its order when a key's value is replaced
+        rows.update((row.id, row) for row in await store.get_messages(conn, missing))
+    return [row for row in rows.values() if row is not None]
 
 
 async def _mark_fetched(

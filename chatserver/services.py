@@ -10,7 +10,7 @@ from chatserver.db import Database, now_us
 from chatserver.events import Events
 from chatserver.hub import Hub
 from chatserver.lastseen import LastSeen
-from chatserver.views import MessageViews
+from chatserver.views import MessageCache
 
 __all__ = ["Services", "now_us"]
 
@@ -23,4 +23,4 @@ class Services:
     tokens: TokenCache
     hub: Hub
     last_seen: LastSeen
-    messages: MessageViews = field(default_factory=MessageViews)
+    messages: MessageCache = field(default_factory=MessageCache)

@@ -206,30 +206,29 @@ def _where(f: MessageFilter) -> tuple[str, list[int]]:
     return " AND ".join(conditions), args
 
 
-async def list_messages(conn: Conn, f: MessageFilter, limit: int, offset: int) -> list[MessageRow]:
-    """A page of matching messages: newest first, or oldest first after an ``after_id``."""
+async def list_message_ids(conn: Conn, f: MessageFilter, limit: int, offset: int) -> list[int]:
+    """A page of matching message ids: newest first, or oldest first after an ``after_id``.
+
+    Ids only: apart from ``unread``, every filter is answered from an index alone, and the
+    caller takes the rows it does not already hold from ``get_messages``."""
     where, args = _where(f)
     order = "ASC" if f.after_id is not None else "DESC"
     n = len(args)
     sql = (
-        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE {where}"
-        f" ORDER BY id {order} LIMIT ${n + 1} OFFSET ${n + 2}"
+        f"SELECT id FROM messages WHERE {where} ORDER BY id {order} LIMIT ${n + 1} OFFSET ${n + 2}"
     )
-    return [MessageRow(*row) for row in await conn.fetch_all(sql, *args, limit, offset)]
+    return [int(row[0]) for row in await conn.fetch_all(sql, *args, limit, offset)]
 
 
-async def inbox_page(
-    conn: Conn, user_id: int, offset: int, limit: int
-) -> tuple[int, list[MessageRow]]:
-    """The inbox count and a page of it, newest first, in one statement.
+async def inbox_page(conn: Conn, user_id: int, offset: int, limit: int) -> tuple[int, list[int]]:
+    """The inbox count and a page of its message ids, newest first, in one statement.
 
     The page is a range of recipient sequence numbers counted down from the user's
-    ``received_count``: an index range however deep the page is.
+    ``received_count``: an index range however deep the page is, read from the index alone.
     """
     rows = await conn.fetch_all(
-        "SELECT u.received_count, m.id, m.sender_id, m.recipient_id, m.body, m.sent_at,"
-        " m.received_at FROM users u LEFT JOIN messages m ON m.recipient_id = u.id"
-        " AND m.recipient_seq <= u.received_count - $2"
+        "SELECT u.received_count, m.id FROM users u LEFT JOIN messages m"
+        " ON m.recipient_id = u.id AND m.recipient_seq <= u.received_count - $2"
         " AND m.recipient_seq > u.received_count - $2 - $3"
         " WHERE u.id = $1 ORDER BY m.recipient_seq DESC",
         user_id,
@@ -238,8 +237,14 @@ async def inbox_page(
     )
     if not rows:
         return 0, []
-    messages = [MessageRow(*row[1:]) for row in rows if row[1] is not None]
-    return int(rows[0][0]), messages
+    return int(rows[0][0]), [int(row[1]) for row in rows if row[1] is not None]
+
+
+async def get_messages(conn: Conn, message_ids: list[int]) -> list[MessageRow]:
+    """The messages with these ids that exist, in no particular order."""
+    ids = placeholders(1, len(message_ids))
+    sql = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN ({ids})"
+    return [MessageRow(*row) for row in await conn.fetch_all(sql, *message_ids)]
 
 
 async def count_messages(conn: Conn, f: MessageFilter) -> int:

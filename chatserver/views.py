@@ -22,26 +22,41 @@ def user_out(user: UserRow, viewer_id: int | None, online: bool) -> UserOut:
     )
 
 
-class MessageViews:
-    """Messages as encoded JSON, reused while a message's (id, received_at) match.
+class MessageCache:
+    """Messages by id with their encoded JSON, for the read routes.
 
-    A message never changes except for received_at, which is set once, and hot messages
-    (the top of busy inboxes) are served again and again: a page then splices the stored
-    bytes (``msgspec.Raw``) instead of converting and encoding every message again. One per
-    app (ids are per database).
+    A message changes once: ``received_at`` is set when its recipient first fetches it.
+    From then on its row is final, so a read takes the ids of its page from an index alone
+    and only the rows not held here from the table (measured on the inbox: the table rows
+    were a third of a request). A page splices the stored JSON (``msgspec.Raw``) instead of
+    converting and encoding every message again. Bounded by the JSON it holds: when full it
+    starts over (simpler than LRU bookkeeping, and rare). One per app: ids are per database.
     """
 
-    def __init__(self, max_entries: int = 50_000) -> None:
-        self._max = max_entries
-        self._views: dict[tuple[int, int | None], msgspec.Raw] = {}
+    def __init__(self, max_bytes: int = 16 * 2**20) -> None:
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._entries: dict[int, tuple[MessageRow, msgspec.Raw]] = {}
+
+    def received(self, message_id: int) -> MessageRow | None:
+        """The message if it is held and already received (final), else None."""
+        entry = self._entries.get(message_id)
+        if entry is None or entry[0].received_at is None:
+            return None
+        return entry[0]
 
     def json(self, message: MessageRow) -> msgspec.Raw:
-        key = (message.id, message.received_at)
-        view = self._views.get(key)
-        if view is None:
-            if len(self._views) >= self._max:
-                self._views.clear()  # simpler than LRU bookkeeping, and rare
-            view = self._views[key] = msgspec.Raw(_encode(message_out(message)))
+        entry = self._entries.get(message.id)
+        if entry is not None and entry[0].received_at == message.received_at:
+            return entry[1]
+        view = msgspec.Raw(_encode(message_out(message)))
+        if entry is not None:
+            self._bytes -= len(entry[1])
+        elif self._bytes + len(view) > self._max_bytes:
+            self._entries.clear()
+            self._bytes = 0
+        self._entries[message.id] = (message, view)
+        self._bytes += len(view)
         return view
 
 

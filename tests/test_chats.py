@@ -16,6 +16,8 @@ from chatserver.app import create_app
 from chatserver.config import Settings, sqlite_path
 from chatserver.db import Conn, SqliteDatabase, open_database
 from chatserver.migrations import upgrade
+from chatserver.store import MessageRow
+from chatserver.views import MessageCache
 from tests.helpers import (
     Api,
     User,
@@ -718,6 +720,66 @@ async def test_reading_a_page_costs_the_same_statements_for_10_or_100(
     assert len(big["messages"]) == 100
     assert len(small_statements) == len(big_statements), (small_statements, big_statements)
     assert len(small_statements) <= 8, small_statements
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [{}, {"with": "partner"}, {"after_id": "0"}, {"before_id": "huge"}],
+    ids=["inbox", "with", "after_id", "before_id"],
+)
+async def test_a_page_of_received_messages_reads_no_message_rows(
+    api: Api, filters: dict[str, str]
+) -> None:
+    """A received message can no longer change, so the app keeps it: a page of them reads
+    its ids from an index and no rows from the messages table (see views.MessageCache)."""
+    alice, bob = await api.signup(), await api.signup()
+    await send_many(api, bob, alice.id, 3)
+    params = {k: {"partner": bob.id, "huge": 10**9}.get(v, v) for k, v in filters.items()}
+    first = await api.inbox(alice, **params)  # marks all three received
+    counting = count_statements(api.client.app)
+
+    again = await api.inbox(alice, **params)
+
+    assert len(first["messages"]) == 3
+    assert all(m["received_at"] is not None for m in first["messages"])
+    assert again == {**first, "meta": {**first["meta"], "took": again["meta"]["took"]}}
+    assert not [sql for sql in counting.statements if "body" in sql], counting.statements
+
+
+def test_the_message_cache_holds_received_messages_within_its_byte_budget() -> None:
+    cache = MessageCache(max_bytes=2000)
+    unread = MessageRow(1, 1, 2, "not yet", 0, None)
+    cache.json(unread)
+    assert cache.received(1) is None  # unread: may change, so always read again
+
+    rows = [MessageRow(n, 1, 2, "x" * 100, 0, 5) for n in range(2, 40)]
+    views = [cache.json(row) for row in rows]
+
+    assert cache.received(rows[-1].id) == rows[-1]
+    assert cache.json(rows[-1]) is views[-1]  # encoded once
+    assert cache.received(rows[0].id) is None  # ~200 bytes each: the first ones made room
+    held = [row for row in rows if cache.received(row.id) is not None]
+    assert 0 < sum(len(cache.json(row)) for row in held) <= 2000
+
+
+async def test_messages_received_through_another_node_read_as_received(
+    settings: Settings,
+) -> None:
+    """Each node keeps the messages it served; one that holds a message still unread must
+    still show it received once another node (sharing the database) marked it."""
+    await asyncio.to_thread(upgrade, settings.database_url)
+    async with running_app(settings) as node_a, running_app(settings) as node_b:
+        alice, bob = await node_a.signup(), await node_a.signup()
+        await node_a.send(bob, alice.id, "hello")
+        unread = await node_a.inbox(bob, **{"with": alice.id})  # node A holds it, unread
+        received = await node_b.inbox(alice)  # node B marks it received
+
+        seen_on_a = await node_a.inbox(bob, **{"with": alice.id})
+
+    assert unread["messages"][0]["received_at"] is None
+    at = received["messages"][0]["received_at"]
+    assert at is not None
+    assert seen_on_a["messages"][0]["received_at"] == at
 
 
 async def test_writers_queued_behind_a_commit_share_the_next_one(sqlite_url: str) -> None:
