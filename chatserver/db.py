@@ -211,12 +211,15 @@ class SqliteDatabase:
         self._writers = 0  # transactions entered and not yet out of the lock
         self._open = False  # BEGIN issued, COMMIT not yet
         self._batch: list[asyncio.Future[None]] = []  # writers waiting for the next COMMIT
+        # The COMMIT in flight on the commit thread and the writers it answers, until answered.
+        self._committing: tuple[Future[Any], list[asyncio.Future[None]]] | None = None
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-commit")
         self._checkpoint_conn = sqlite_connect(path)
         self._checkpointing: asyncio.Future[None] | None = None
         self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoint_forever())
 
     def read(self) -> ReaderContext:
+        self._answer_finished_commit()
         return self._read_context
 
     @asynccontextmanager
@@ -250,9 +253,7 @@ class SqliteDatabase:
         another, so a batch holds all of them. The COMMIT starts at once (measured: waiting
         for the end of the loop turn to gather more writers made batches larger but every
         writer's answer one loop turn later, and sent no more messages a second). The lock
-        stays taken until the COMMIT is done, and ``_end_batch`` answers the whole batch
-        straight from the thread's completion: each hop through the event loop waits behind
-        every request of that turn (milliseconds under load).
+        stays taken until the COMMIT is done; then the whole batch is answered at once.
         """
         if self._writers or not self._open:
             return
@@ -264,9 +265,25 @@ class SqliteDatabase:
         batch, self._batch = self._batch, []
         loop = asyncio.get_running_loop()
         done = self._committer.submit(self._write_conn.execute, "COMMIT")
-        done.add_done_callback(lambda _: loop.call_soon_threadsafe(self._end_batch, batch, done))
+        self._committing = (done, batch)
+        done.add_done_callback(lambda _: loop.call_soon_threadsafe(self._end_batch))
 
-    def _end_batch(self, batch: list[asyncio.Future[None]], done: Future[Any]) -> None:
+    def _answer_finished_commit(self) -> None:
+        """Answer the writers of a COMMIT that has finished, if not done yet.
+
+        The commit thread's notice (``_end_batch``) reaches the loop only after every
+        request already due in the loop's turn (measured under load: ~5 ms after a ~1 ms
+        COMMIT), and the writers it wakes run a turn later still. Every read checks first,
+        so on a busy node the writers are answered a whole loop turn sooner. The lock stays
+        taken until the notice, so the writers arriving in this turn still queue and commit
+        together (freed here, the next writer committed alone and the others queued behind
+        it: measured on the mixed load, 7 % fewer requests, median latency up 40 %).
+        """
+        committing = self._committing
+        if committing is None or not committing[0].done():
+            return
+        self._committing = None
+        done, batch = committing
         try:
             done.result()
         except Exception as exc:  # disk full, I/O error: every writer in the batch fails
@@ -280,6 +297,11 @@ class SqliteDatabase:
             for future in batch:
                 if not future.done():
                     future.set_result(None)
+
+    def _end_batch(self) -> None:
+        """The commit thread's notice: answer the batch unless a read did, free the lock."""
+        try:
+            self._answer_finished_commit()
         finally:
             self._lock.release()
 

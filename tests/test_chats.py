@@ -807,6 +807,32 @@ async def test_writers_queued_behind_a_commit_share_the_next_one(sqlite_url: str
         await db.close()
 
 
+async def test_a_read_answers_the_writers_of_a_finished_commit(sqlite_url: str) -> None:
+    """The commit thread's notice waits behind the requests already due in the loop's
+    turn; a read that finds the COMMIT finished answers its writers at once, so they resume
+    in the very next step instead of after the notice."""
+    await asyncio.to_thread(upgrade, sqlite_url)
+    db = await open_database(sqlite_url)
+    assert isinstance(db, SqliteDatabase)
+
+    async def write() -> None:
+        async with db.transaction() as conn:
+            await insert_user(conn, "writer")
+
+    try:
+        writer = asyncio.create_task(write())
+        await asyncio.sleep(0)  # the writer runs its transaction, and its COMMIT starts
+        assert db._committing is not None
+        # Block the loop until the COMMIT is done: its notice is now queued behind us.
+        db._committing[0].result(timeout=10)
+        db.read()
+        await asyncio.sleep(0)
+        assert writer.done()
+        await writer
+    finally:
+        await db.close()
+
+
 async def test_a_cancelled_writer_does_not_stall_its_commit_batch(sqlite_url: str) -> None:
     """A request cancelled while its commit is in flight (a client that hung up) must not
     leave the other writers of the same SQLite group commit waiting forever."""
