@@ -176,7 +176,7 @@ async def read_messages(
 async def _load_messages(s: Services, conn: Conn, ids: list[int]) -> list[store.MessageRow]:
     """The messages with these ids, in this order: received ones from the cache (they can no
     longer change), the rest from the database. An id deleted meanwhile is left out."""
-    rows = {message_id: s.messages.received(message_id) for message_id in ids}
+    rows = s.messages.received(ids)
     missing = [message_id for message_id, row in rows.items() if row is None]
     if missing:  # a dict keeps its order when a key's value is replaced
         rows.update((row.id, row) for row in await store.get_messages(conn, missing))

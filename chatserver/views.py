@@ -38,12 +38,14 @@ class MessageCache:
         self._bytes = 0
         self._entries: dict[int, tuple[MessageRow, msgspec.Raw]] = {}
 
-    def received(self, message_id: int) -> MessageRow | None:
-        """The message if it is held and already received (final), else None."""
-        entry = self._entries.get(message_id)
-        if entry is None or entry[0].received_at is None:
-            return None
-        return entry[0]
+    def received(self, message_ids: list[int]) -> dict[int, MessageRow | None]:
+        """Each id, in order, with its message if held and already received (final)."""
+        entries = self._entries
+        found: dict[int, MessageRow | None] = {}
+        for message_id in message_ids:
+            entry = entries.get(message_id)
+            found[message_id] = entry[0] if entry and entry[0].received_at is not None else None
+        return found
 
     def json(self, message: MessageRow) -> msgspec.Raw:
         entry = self._entries.get(message.id)

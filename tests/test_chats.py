@@ -750,15 +750,15 @@ def test_the_message_cache_holds_received_messages_within_its_byte_budget() -> N
     cache = MessageCache(max_bytes=2000)
     unread = MessageRow(1, 1, 2, "not yet", 0, None)
     cache.json(unread)
-    assert cache.received(1) is None  # unread: may change, so always read again
+    assert cache.received([1]) == {1: None}  # unread: may change, so always read again
 
     rows = [MessageRow(n, 1, 2, "x" * 100, 0, 5) for n in range(2, 40)]
     views = [cache.json(row) for row in rows]
 
-    assert cache.received(rows[-1].id) == rows[-1]
+    assert cache.received([rows[-1].id]) == {rows[-1].id: rows[-1]}
     assert cache.json(rows[-1]) is views[-1]  # encoded once
-    assert cache.received(rows[0].id) is None  # ~200 bytes each: the first ones made room
-    held = [row for row in rows if cache.received(row.id) is not None]
+    held = [row for row in cache.received([row.id for row in rows]).values() if row]
+    assert rows[0] not in held  # ~200 bytes each: the first ones made room
     assert 0 < sum(len(cache.json(row)) for row in held) <= 2000
 
 

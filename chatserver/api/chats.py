@@ -90,7 +90,7 @@ async def send_message(request: Request[Any, Any, Any]) -> JsonBody:
     """Send a message to a user; durable when the 201 arrives."""
     data = await NEW_MESSAGE.read(request)
     services = services_of(request)
-    caller = await caller_of(request)
+    caller = await caller_of(request, services)
     idempotency_key = header(request.scope, b"idempotency-key")
     if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(idempotency_key):
         raise InvalidInput({"Idempotency-Key": ["1–255 visible ASCII characters"]})
@@ -146,7 +146,7 @@ READ_QUERY = Query(
 async def read_messages(request: Request[Any, Any, Any]) -> JsonBody:
     """The latest messages sent to me, newest first (paginated; filters and cursors combine)."""
     services = services_of(request)
-    caller = await caller_of(request)
+    caller = await caller_of(request, services)
     q = READ_QUERY.parse(request.scope)
     page, page_size, wait, after_id = q["page"], q["page_size"], q["wait"], q["after_id"]
     f = MessageFilter(caller.user_id, q["with"], q["unread"], q["before_id"], after_id)

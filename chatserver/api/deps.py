@@ -54,9 +54,9 @@ async def _bearer(s: Services, token_hash: str) -> Caller:
     return Caller(user_id, token_hash)
 
 
-async def caller_of(request: Request[Any, Any, Any]) -> Caller:
+async def caller_of(request: Request[Any, Any, Any], services: Services) -> Caller:
     """The authenticated caller of a request, or NotAuthenticated (401)."""
-    return await authenticate(services_of(request), header(request.scope, b"authorization"))
+    return await authenticate(services, header(request.scope, b"authorization"))
 
 
 def header(scope: Any, name: bytes) -> str | None:

@@ -214,7 +214,7 @@ async def stream_sse(
 ) -> ServerSentEvent:
     """Live events as Server-Sent Events (Accept: text/event-stream); resumable."""
     services = services_of(request)
-    caller = await caller_of(request)
+    caller = await caller_of(request, services)
     if "text/event-stream" not in request.headers.get("accept", ""):
         raise NotAcceptable("Ask for 'Accept: text/event-stream', or open a WebSocket here")
     cursor = _resume_point(after_id, last_event_id)

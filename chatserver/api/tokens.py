@@ -41,7 +41,7 @@ async def issue_token(request: Request[Any, Any, Any]) -> TokenOut:
 async def revoke_token(request: Request[Any, Any, Any]) -> None:
     """Revoke the Bearer token that made this request."""
     services = services_of(request)
-    caller = await caller_of(request)
+    caller = await caller_of(request, services)
     if caller.token_hash is None:
         raise InvalidInput({"authorization": ["revoke needs a Bearer token, not Basic"]})
     await actions.revoke_token(services, caller.user_id, caller.token_hash)

@@ -76,7 +76,7 @@ _encode = msgspec.json.Encoder().encode
 async def get_user(request: Request[Any, Any, Any]) -> JsonBody:
     """Get a user by id or username; with neither, the caller."""
     services = services_of(request)
-    caller = await caller_of(request)
+    caller = await caller_of(request, services)
     q = GET_QUERY.parse(request.scope)
     user_id, username = q["user_id"], q["username"]
     if user_id is not None and username is not None:
@@ -96,7 +96,7 @@ async def get_user(request: Request[Any, Any, Any]) -> JsonBody:
 async def delete_me(request: Request[Any, Any, Any]) -> None:
     """Delete the caller's account: tokens, received messages; sent messages stay."""
     services = services_of(request)
-    caller = await caller_of(request)
+    caller = await caller_of(request, services)
     await actions.delete_user(services, caller.user_id)
 
 
