@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, WebSocket, get, websocket
 from litestar.exceptions import WebSocketDisconnect
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from chatserver import store
@@ -210,7 +210,7 @@ async def _close(socket: WebSocket[Any, Any, Any], code: int) -> None:
 async def stream_sse(
     request: Request[Any, Any, Any],
     after_id: Annotated[int | None, Parameter(ge=0, le=MAX_ID)] = None,
-    last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID")] = None,
+    last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
 ) -> ServerSentEvent:
     """Live events as Server-Sent Events (Accept: text/event-stream); resumable."""
     services = services_of(request)
