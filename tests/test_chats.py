@@ -782,132 +782,14 @@ async def test_messages_received_through_another_node_read_as_received(
     assert seen_on_a["messages"][0]["received_at"] == at
 
 
-async def test_writers_queued_behind_a_commit_share_the_next_one(sqlite_url: str) -> None:
-    """Group commit: the first writer commits at once; the writers that queued for the lock
-    meanwhile are made durable together by one COMMIT, not one each."""
+@pytest.fixture
+async def sqlite_db(sqlite_url: str) -> AsyncIterator[SqliteDatabase]:
+    """A migrated SQLite database, opened as the app opens it, closed after the test."""
     await asyncio.to_thread(upgrade, sqlite_url)
     db = await open_database(sqlite_url)
     assert isinstance(db, SqliteDatabase)
-    commits: list[str] = []
-    db._write_conn.set_trace_callback(
-        lambda sql: commits.append(sql) if sql.startswith("COMMIT") else None
-    )
-
-    async def write(n: int) -> None:
-        async with db.transaction() as conn:
-            await insert_user(conn, f"user{n}")
-
     try:
-        async with asyncio.timeout(10):
-            await asyncio.gather(*(write(n) for n in range(20)))
-        async with db.read() as conn:
-            assert await conn.fetch_val("SELECT count(*) FROM users") == 20
-        assert len(commits) <= 2, commits  # the first alone, then all the others at once
-    finally:
-        await db.close()
-
-
-async def test_a_read_answers_the_writers_of_a_finished_commit(sqlite_url: str) -> None:
-    """The commit thread's notice waits behind the requests already due in the loop's
-    turn; a read that finds the COMMIT finished answers its writers at once, so they resume
-    in the very next step instead of after the notice."""
-    await asyncio.to_thread(upgrade, sqlite_url)
-    db = await open_database(sqlite_url)
-    assert isinstance(db, SqliteDatabase)
-
-    async def write() -> None:
-        async with db.transaction() as conn:
-            await insert_user(conn, "writer")
-
-    try:
-        writer = asyncio.create_task(write())
-        await asyncio.sleep(0)  # the writer runs its transaction, and its COMMIT starts
-        assert db._committing is not None
-        # Block the loop until the COMMIT is done: its notice is now queued behind us.
-        db._committing[0].result(timeout=10)
-        db.read()
-        await asyncio.sleep(0)
-        assert writer.done()
-        await writer
-    finally:
-        await db.close()
-
-
-async def test_a_cancelled_writer_does_not_stall_its_commit_batch(sqlite_url: str) -> None:
-    """A request cancelled while its commit is in flight (a client that hung up) must not
-    leave the other writers of the same SQLite group commit waiting forever."""
-    await asyncio.to_thread(upgrade, sqlite_url)
-    db = await open_database(sqlite_url)
-
-    async def write(n: int) -> None:
-        async with db.transaction() as conn:
-            await insert_user(conn, f"user{n}")
-
-    try:
-        writers = [asyncio.create_task(write(n)) for n in range(3)]
-        await asyncio.sleep(0)  # each writer runs up to waiting for the shared COMMIT
-        writers[0].cancel()
-        async with asyncio.timeout(10):
-            await asyncio.gather(*writers[1:])
-        async with db.read() as conn:
-            assert await conn.fetch_val("SELECT count(*) FROM users") >= 2
-    finally:
-        await db.close()
-
-
-async def test_a_writer_cancelled_while_queued_does_not_stall_the_batch(sqlite_url: str) -> None:
-    """The last writer out of the lock starts the COMMIT; a queued writer that is cancelled
-    instead must not leave the writers before it waiting for a COMMIT nobody starts."""
-    await asyncio.to_thread(upgrade, sqlite_url)
-    db = await open_database(sqlite_url)
-    holding, release = asyncio.Event(), asyncio.Event()
-
-    async def write(name: str, hold: bool = False) -> None:
-        async with db.transaction() as conn:
-            await insert_user(conn, name)
-            if hold:
-                holding.set()
-                await release.wait()
-
-    try:
-        first = asyncio.create_task(write("first", hold=True))
-        await holding.wait()
-        queued = asyncio.create_task(write("queued"))
-        await asyncio.sleep(0)  # queued now waits for the write lock
-        queued.cancel()
-        release.set()
-        async with asyncio.timeout(10):
-            await first
-        async with db.read() as conn:
-            assert await conn.fetch_val("SELECT count(*) FROM users") == 1
-    finally:
-        await db.close()
-
-
-async def test_a_failed_sqlite_transaction_leaves_the_database_free_to_write(
-    sqlite_url: str,
-) -> None:
-    """A lone transaction that raises rolls its batch back at once: an open BEGIN would keep
-    every other connection (another worker process) from writing."""
-    await asyncio.to_thread(upgrade, sqlite_url)
-    db = await open_database(sqlite_url)
-    try:
-
-        async def failing_write() -> None:
-            async with db.transaction() as conn:
-                await insert_user(conn, "ghost")
-                raise RuntimeError("the body failed")
-
-        with pytest.raises(RuntimeError):
-            await failing_write()
-        other = sqlite3.connect(sqlite_path(sqlite_url), timeout=0, isolation_level=None)
-        try:
-            other.execute("BEGIN IMMEDIATE")  # 'database is locked' if the batch were open
-            other.execute("ROLLBACK")
-        finally:
-            other.close()
-        async with db.read() as conn:
-            assert await conn.fetch_val("SELECT count(*) FROM users") == 0
+        yield db
     finally:
         await db.close()
 
@@ -921,18 +803,116 @@ async def insert_user(conn: Conn, name: str) -> None:
     )
 
 
+async def write_user(db: SqliteDatabase, name: str) -> None:
+    """One write transaction that inserts one user."""
+    async with db.transaction() as conn:
+        await insert_user(conn, name)
+
+
+async def count_users(db: SqliteDatabase) -> int:
+    async with db.read() as conn:
+        return int(await conn.fetch_val("SELECT count(*) FROM users"))
+
+
+async def test_writers_queued_behind_a_commit_share_the_next_one(sqlite_db: SqliteDatabase) -> None:
+    """Group commit: the first writer commits at once; the writers that queued for the lock
+    meanwhile are made durable together by one COMMIT, not one each."""
+    commits: list[str] = []
+    sqlite_db._write_conn.set_trace_callback(
+        lambda sql: commits.append(sql) if sql.startswith("COMMIT") else None
+    )
+
+    async with asyncio.timeout(10):
+        await asyncio.gather(*(write_user(sqlite_db, f"user{n}") for n in range(20)))
+
+    assert await count_users(sqlite_db) == 20
+    assert len(commits) <= 2, commits  # the first alone, then all the others at once
+
+
+async def test_a_read_answers_the_writers_of_a_finished_commit(sqlite_db: SqliteDatabase) -> None:
+    """The commit thread's notice waits behind the requests already due in the loop's
+    turn; a read that finds the COMMIT finished answers its writers at once, so they resume
+    in the very next step instead of after the notice."""
+    writer = asyncio.create_task(write_user(sqlite_db, "writer"))
+    await asyncio.sleep(0)  # the writer runs its transaction, and its COMMIT starts
+    assert sqlite_db._committing is not None
+    # Block the loop until the COMMIT is done: its notice is now queued behind us.
+    sqlite_db._committing[0].result(timeout=10)
+    sqlite_db.read()
+    await asyncio.sleep(0)
+    assert writer.done()
+    await writer
+
+
+async def test_a_cancelled_writer_does_not_stall_its_commit_batch(
+    sqlite_db: SqliteDatabase,
+) -> None:
+    """A request cancelled while its commit is in flight (a client that hung up) must not
+    leave the other writers of the same SQLite group commit waiting forever."""
+    writers = [asyncio.create_task(write_user(sqlite_db, f"user{n}")) for n in range(3)]
+    await asyncio.sleep(0)  # each writer runs up to waiting for the shared COMMIT
+    writers[0].cancel()
+    async with asyncio.timeout(10):
+        await asyncio.gather(*writers[1:])
+    assert await count_users(sqlite_db) >= 2
+
+
+async def test_a_writer_cancelled_while_queued_does_not_stall_the_batch(
+    sqlite_db: SqliteDatabase,
+) -> None:
+    """The last writer out of the lock starts the COMMIT; a queued writer that is cancelled
+    instead must not leave the writers before it waiting for a COMMIT nobody starts."""
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_write() -> None:
+        async with sqlite_db.transaction() as conn:
+            await insert_user(conn, "first")
+            holding.set()
+            await release.wait()
+
+    first = asyncio.create_task(hold_write())
+    await holding.wait()
+    queued = asyncio.create_task(write_user(sqlite_db, "queued"))
+    await asyncio.sleep(0)  # queued now waits for the write lock
+    queued.cancel()
+    release.set()
+    async with asyncio.timeout(10):
+        await first
+    assert await count_users(sqlite_db) == 1
+
+
+async def test_a_failed_sqlite_transaction_leaves_the_database_free_to_write(
+    sqlite_db: SqliteDatabase, sqlite_url: str
+) -> None:
+    """A lone transaction that raises rolls its batch back at once: an open BEGIN would keep
+    every other connection (another worker process) from writing."""
+
+    async def failing_write() -> None:
+        async with sqlite_db.transaction() as conn:
+            await insert_user(conn, "ghost")
+            raise RuntimeError("the body failed")
+
+    with pytest.raises(RuntimeError):
+        await failing_write()
+    other = sqlite3.connect(sqlite_path(sqlite_url), timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # 'database is locked' if the batch were open
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    assert await count_users(sqlite_db) == 0
+
+
 async def test_a_sqlite_transaction_that_suspends_keeps_other_writers_out(
-    sqlite_url: str,
+    sqlite_db: SqliteDatabase,
 ) -> None:
     """Queued writers are woken all at once after a commit; one that finds the write lock
     taken again (by a transaction waiting on something) must wait, not interleave."""
-    await asyncio.to_thread(upgrade, sqlite_url)
-    db = await open_database(sqlite_url)
     holding, release = asyncio.Event(), asyncio.Event()
     inside: list[str] = []
 
     async def write(name: str, hold: bool) -> None:
-        async with db.transaction() as conn:
+        async with sqlite_db.transaction() as conn:
             inside.append(name)
             await insert_user(conn, name)
             if hold:
@@ -940,17 +920,13 @@ async def test_a_sqlite_transaction_that_suspends_keeps_other_writers_out(
                 await release.wait()
             inside.remove(name)
 
-    try:
-        first = asyncio.create_task(write("first", hold=True))
-        await holding.wait()
-        others = [asyncio.create_task(write(f"user{n}", hold=False)) for n in range(3)]
-        for _ in range(10):
-            await asyncio.sleep(0)
-        assert inside == ["first"]
-        release.set()
-        async with asyncio.timeout(10):
-            await asyncio.gather(first, *others)
-        async with db.read() as conn:
-            assert await conn.fetch_val("SELECT count(*) FROM users") == 4
-    finally:
-        await db.close()
+    first = asyncio.create_task(write("first", hold=True))
+    await holding.wait()
+    others = [asyncio.create_task(write(f"user{n}", hold=False)) for n in range(3)]
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert inside == ["first"]
+    release.set()
+    async with asyncio.timeout(10):
+        await asyncio.gather(first, *others)
+    assert await count_users(sqlite_db) == 4
