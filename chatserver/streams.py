@@ -76,6 +76,8 @@ class BoundedSubscriber(Subscriber):
         self.channels: set[str] = set()
         # Called when the queue overflows: the stream then ends (close code 1013).
         self.on_overflow: Callable[[], None] | None = None
+        # Called after an item is queued: a WebSocket's sender starts only then (api/stream.py).
+        self.on_item: Callable[[], None] | None = None
 
     def put_nowait(self, item: bytes | None) -> bool:
         if self._max and len(self._items) >= self._max:
@@ -85,6 +87,8 @@ class BoundedSubscriber(Subscriber):
         self._items.append(item)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+        if self.on_item is not None:
+            self.on_item()
         return True
 
     async def put(self, item: bytes | None) -> None:
@@ -100,6 +104,13 @@ class BoundedSubscriber(Subscriber):
                 await self._waiter
             finally:
                 self._waiter = None
+
+    def pop_event(self) -> bytes | None:
+        """The next queued item, or None when there is none (end-of-queue sentinels skipped)."""
+        while self._items:
+            if (item := self._items.pop(0)) is not None:
+                return item
+        return None
 
     async def get(self) -> bytes | None:
         await self.wait()
@@ -276,12 +287,17 @@ class Subscription:
     async def __aexit__(self, *_: object) -> None:
         await self._channels.unsubscribe(self.subscriber)
 
+    def take_payload(self) -> tuple[int | None, bytes] | None:
+        """The next queued event, split from its order hint (see ``split_order_hint``), or
+        None when nothing is queued."""
+        payload = self.pending.pop(0) if self.pending else self.subscriber.pop_event()
+        return None if payload is None else split_order_hint(payload)
+
     async def next_payload(self) -> tuple[int | None, bytes]:
-        """The next event, split from its order hint (see ``split_order_hint``)."""
-        while True:
-            payload = self.pending.pop(0) if self.pending else await self.subscriber.get()
-            if payload is not None:
-                return split_order_hint(payload)
+        """The next event, waiting for one."""
+        while (item := self.take_payload()) is None:
+            await self.subscriber.wait()
+        return item
 
     async def next_message_event(self) -> None:
         """Wait until a message event (to or from the user) arrives."""
@@ -343,8 +359,21 @@ class Feed:
         self._replay: Iterator[StreamEvent] = iter(())
         self._replaying = True
 
+    def on_event(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever a live event is queued: for a sender that polls."""
+        self._subscription.subscriber.on_item = callback
+
     async def next(self) -> StreamEvent:
-        """The next event; safe to cancel (a pending queue read loses nothing)."""
+        """The next event, waiting for one; safe to cancel (a pending queue read loses nothing)."""
+        while (event := await self.poll()) is None:
+            await self._subscription.subscriber.wait()
+        return event
+
+    async def poll(self) -> StreamEvent | None:
+        """The next event if one is due now (replay, or a queued live event), else None.
+
+        It awaits database reads only, never the broker, so a sender can run only while
+        there is something to send (see api/stream.py). Safe to cancel."""
         if self._cursor < 0:
             async with self._services.db.read() as conn:
                 self._cursor = await store.last_involving_id_before(
@@ -356,10 +385,9 @@ class Feed:
             if self._replaying:
                 await self._load_replay_page()
                 continue
-            if not self._subscription.pending:
-                # Idle here, two frames deep: most open streams wait at this line.
-                await self._subscription.subscriber.wait()
-            if (event := await self._next_live()) is not None:
+            if (queued := self._subscription.take_payload()) is None:
+                return None
+            if (event := self._live_event(*queued)) is not None:
                 return event
 
     async def _load_replay_page(self) -> None:
@@ -372,17 +400,15 @@ class Feed:
             self._cursor = rows[-1].id
         self._replaying = len(rows) == REPLAY_PAGE
 
-    async def _next_live(self) -> StreamEvent | None:
-        """The next live event, or None when a new message means: read the database."""
-        while True:
-            previous, payload = await self._subscription.next_payload()
-            message_id = message_id_of(payload)
-            if message_id is None:
-                return StreamEvent(payload, None)
-            if message_id <= self._cursor:
-                continue  # already sent
-            if previous == self._cursor:
-                self._cursor = message_id  # the very next one: nothing can be in between
-                return StreamEvent(payload, message_id)
-            self._replaying = True  # it, and any it overtook, come from the database
-            return None
+    def _live_event(self, previous: int | None, payload: bytes) -> StreamEvent | None:
+        """The live event to send, or None: already sent, or read on from the database."""
+        message_id = message_id_of(payload)
+        if message_id is None:
+            return StreamEvent(payload, None)
+        if message_id <= self._cursor:
+            return None  # already sent
+        if previous == self._cursor:
+            self._cursor = message_id  # the very next one: nothing can be in between
+            return StreamEvent(payload, message_id)
+        self._replaying = True  # it, and any it overtook, come from the database
+        return None
