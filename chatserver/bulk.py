@@ -39,8 +39,18 @@ async def _load_batch(db: Database, sender: int, recipient: int, size: int, done
         if first_seq is None or not await store.add_sent(conn, sender, size):
             raise ConfigError(f"users {sender} and {recipient} must both exist")
         now = now_us()
+        first_in_conversation = await store.conversation_count(conn, lo, hi) + 1
         rows = [
-            (sender, recipient, f"bulk message {done + i + 1}", now, first_seq + i, lo, hi)
+            (
+                sender,
+                recipient,
+                f"bulk message {done + i + 1}",
+                now,
+                first_seq + i,
+                lo,
+                hi,
+                first_in_conversation + i,
+            )
             for i in range(size)
         ]
         await store.insert_messages(conn, rows)

@@ -6,7 +6,10 @@ and PostgreSQL, cheap to compare and index, and converted to RFC 3339 only at th
 Per-user counters (``received_count``, ``unread_count``) keep inbox counts O(1), and each
 received message carries ``recipient_seq`` (1, 2, 3 … per recipient) so any inbox page is an
 index range, not an OFFSET scan. A recipient's messages are only ever deleted all together
-(when the recipient deletes their account), so the sequence stays dense.
+(when the recipient deletes their account), so the sequence stays dense. Likewise each
+message carries ``conversation_seq`` (1, 2, 3 … per pair of users), so a conversation's count
+is its latest message's number; deleting an account renumbers the messages it leaves in its
+conversations.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ messages = Table(
     # the conversation, as (smaller user id, larger user id), for ?with= reads
     Column("peer_lo", BigInteger, nullable=False),
     Column("peer_hi", BigInteger, nullable=False),
+    Column("conversation_seq", BigInteger, nullable=False, server_default="0"),
     Index("ix_messages_recipient_seq", "recipient_id", "recipient_seq", unique=True),
     Index("ix_messages_recipient_id", "recipient_id", "id"),
     Index("ix_messages_sender_id", "sender_id", "id"),

@@ -87,8 +87,15 @@ async def set_last_seen_each(conn: Conn, seen: list[tuple[int, int]]) -> None:
 
 
 async def delete_user(conn: Conn, user_id: int) -> bool:
-    """Delete a user, their tokens, keys and received messages; sent messages stay."""
+    """Delete a user, their tokens, keys and received messages; sent messages stay, numbered
+    again in their conversations so that each conversation's sequence stays dense."""
     await conn.execute("DELETE FROM messages WHERE recipient_id = $1", user_id)
+    await conn.execute(
+        "UPDATE messages SET conversation_seq = numbered.seq FROM (SELECT id,"
+        " row_number() OVER (PARTITION BY peer_lo, peer_hi ORDER BY id) AS seq"
+        " FROM messages WHERE sender_id = $1) AS numbered WHERE messages.id = numbered.id",
+        user_id,
+    )
     await conn.execute("DELETE FROM tokens WHERE user_id = $1", user_id)
     await conn.execute("DELETE FROM idempotency_keys WHERE sender_id = $1", user_id)
     return await conn.execute("DELETE FROM users WHERE id = $1", user_id) == 1
@@ -151,13 +158,30 @@ class MessageRow(NamedTuple):
     received_at: int | None
 
 
+def _latest_in_conversation(lo: str, hi: str) -> str:
+    """SQL for the number of a conversation's latest message, which is its message count:
+    one seek on the conversation index from its newest end."""
+    return (
+        f"SELECT conversation_seq FROM messages WHERE peer_lo = {lo} AND peer_hi = {hi}"
+        " ORDER BY id DESC LIMIT 1"
+    )
+
+
+# A message is numbered after the latest of its conversation; the sender holds both users'
+# row locks, so no other message of the conversation is being inserted meanwhile.
+INSERT_MESSAGE = (
+    "INSERT INTO messages (sender_id, recipient_id, body, sent_at, recipient_seq,"
+    " peer_lo, peer_hi, conversation_seq) VALUES ($1, $2, $3, $4, $5, $6, $7,"
+    f" coalesce(({_latest_in_conversation('$6', '$7')}), 0) + 1) RETURNING id"
+)
+
+
 async def insert_message(
     conn: Conn, sender_id: int, recipient_id: int, body: str, now: int, seq: int
 ) -> MessageRow:
     lo, hi = sorted((sender_id, recipient_id))
     message_id = await conn.fetch_val(
-        "INSERT INTO messages (sender_id, recipient_id, body, sent_at, recipient_seq,"
-        " peer_lo, peer_hi) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        INSERT_MESSAGE,
         sender_id,
         recipient_id,
         body,
@@ -167,6 +191,14 @@ async def insert_message(
         hi,
     )
     return MessageRow(int(message_id), sender_id, recipient_id, body, now, None)
+
+
+CONVERSATION_COUNT = _latest_in_conversation("$1", "$2")
+
+
+async def conversation_count(conn: Conn, user_id: int, other_id: int) -> int:
+    lo, hi = sorted((user_id, other_id))
+    return int(await conn.fetch_val(CONVERSATION_COUNT, lo, hi) or 0)
 
 
 class MessageFilter(NamedTuple):
@@ -251,6 +283,8 @@ async def count_messages(conn: Conn, f: MessageFilter) -> int:
     """How many messages match; O(1)/O(log n) for the common shapes, a count otherwise."""
     if f.with_user is None and f.unread and not f.has_cursor:
         return await _user_counter(conn, f.user_id, "unread_count")
+    if f.with_user is not None and not f.unread and not f.has_cursor:
+        return await conversation_count(conn, f.user_id, f.with_user)
     if f.is_plain_inbox and (f.before_id is None) != (f.after_id is None):
         return await _count_beyond_cursor(conn, f)
     where, args = _where(f)
@@ -398,10 +432,13 @@ async def add_sent(conn: Conn, sender_id: int, count: int) -> bool:
     return await conn.execute(sql, sender_id, count) == 1
 
 
-async def insert_messages(conn: Conn, rows: list[tuple[int, int, str, int, int, int, int]]) -> None:
-    """Insert (sender, recipient, body, sent_at, recipient_seq, peer_lo, peer_hi) rows."""
+async def insert_messages(
+    conn: Conn, rows: list[tuple[int, int, str, int, int, int, int, int]]
+) -> None:
+    """Insert (sender, recipient, body, sent_at, recipient_seq, peer_lo, peer_hi,
+    conversation_seq) rows."""
     await conn.execute_many(
         "INSERT INTO messages (sender_id, recipient_id, body, sent_at, recipient_seq,"
-        " peer_lo, peer_hi) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        " peer_lo, peer_hi, conversation_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         rows,
     )

@@ -19,6 +19,7 @@ from psycopg import sql
 
 from chatserver.app import create_app
 from chatserver.config import ConfigError, Settings, database_scheme, redact, settings_from_env
+from chatserver.migrations import upgrade
 from tests.helpers import concurrent_app
 from tests.servers import PostgresServer
 
@@ -322,6 +323,33 @@ def test_migrate_keeps_the_page_size_of_an_existing_database(tmp_path: Path) -> 
     assert sqlite_page_size(db) == 4096
 
 
+def test_migrating_an_existing_database_numbers_its_conversations(tmp_path: Path) -> None:
+    """0002 numbers every stored message within its conversation, in id order."""
+    db = tmp_path / "chat.db"
+    upgrade(f"sqlite:///{db}", "0001")
+    with closing(sqlite3.connect(db)) as conn:
+        for user_id in (1, 2, 3):
+            conn.execute(
+                "INSERT INTO users (id, username, username_key, email, email_key,"
+                " password_hash, date_joined) VALUES (?, ?, ?, ?, ?, 'x', 0)",
+                (user_id, f"u{user_id}", f"u{user_id}", f"u{user_id}@e.com", f"u{user_id}@e.com"),
+            )
+        # (sender, recipient): three between users 1 and 2, one from 3 to 1
+        for seq, (sender, recipient) in enumerate([(1, 2), (2, 1), (3, 1), (1, 2)], start=1):
+            conn.execute(
+                "INSERT INTO messages (sender_id, recipient_id, body, sent_at, recipient_seq,"
+                " peer_lo, peer_hi) VALUES (?, ?, 'hi', 0, ?, ?, ?)",
+                (sender, recipient, seq, min(sender, recipient), max(sender, recipient)),
+            )
+        conn.commit()
+
+    upgrade(f"sqlite:///{db}")
+
+    with closing(sqlite3.connect(db)) as conn:
+        numbered = conn.execute("SELECT id, conversation_seq FROM messages ORDER BY id").fetchall()
+    assert numbered == [(1, 1), (2, 2), (3, 1), (4, 3)]
+
+
 def sqlite_page_size(path: Path) -> int:
     with closing(sqlite3.connect(path)) as conn:
         return int(conn.execute("PRAGMA page_size").fetchone()[0])
@@ -437,4 +465,4 @@ def test_nodes_migrating_a_fresh_postgresql_at_once_both_succeed(postgres_url: s
         assert run.returncode == 0, err.decode()
     with closing(psycopg.connect(postgres_url)) as conn:
         (version,) = conn.execute("SELECT version_num FROM alembic_version").fetchone() or ("",)
-    assert version == "0001"
+    assert version == "0002"
