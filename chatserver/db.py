@@ -33,6 +33,7 @@ Row = Sequence[Any]
 log = logging.getLogger("chatserver")
 # How often the WAL is copied back into the database file (see _checkpoint_forever).
 CHECKPOINT_INTERVAL_SECONDS = 1.0
+PING_CONNECT_TIMEOUT_SECONDS = 1.0
 
 
 class UniqueViolation(Exception):
@@ -382,22 +383,30 @@ class PgConn:
             return await awaitable
         except asyncpg.UniqueViolationError as exc:
             raise UniqueViolation(str(exc)) from exc
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+        # InternalClientError: a connection the server dropped in the middle of a message
+        # ("another operation is in progress"); the pool replaces it on release.
+        except (
+            OSError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+        ) as exc:
             raise Unavailable("The database cannot be reached right now") from exc
 
 
 class PostgresDatabase:
     dialect = "postgresql"
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, dsn: str) -> None:
         self._pool = pool
+        self._dsn = dsn
 
     @classmethod
     async def connect(cls, dsn: str) -> PostgresDatabase:
         import asyncpg
 
         pool = await asyncpg.create_pool(dsn, min_size=2, max_size=20)
-        return cls(pool)
+        return cls(pool, dsn)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Conn]:
@@ -423,8 +432,26 @@ class PostgresDatabase:
             await self._pool.release(connection)
 
     async def ping(self) -> None:
-        async with self.read() as conn:
-            await conn.fetch_val("SELECT 1")
+        """``SELECT 1``; when a pooled connection fails, ask again on a new connection.
+
+        Right after an outage (restart, failover, terminated backends) a pooled connection
+        can still be one the server has dropped: it fails once before the pool replaces it,
+        and a health check should report the database, not that connection."""
+        try:
+            async with self.read() as conn:
+                await conn.fetch_val("SELECT 1")
+        except Unavailable:
+            await self._pool.expire_connections()  # its siblings are most likely stale too
+            await PgConn._guard(self._select_one_on_new_connection())
+
+    async def _select_one_on_new_connection(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(self._dsn, timeout=PING_CONNECT_TIMEOUT_SECONDS)
+        try:
+            await conn.fetchval("SELECT 1")
+        finally:
+            await conn.close()
 
     async def close(self) -> None:
         await self._pool.close()
