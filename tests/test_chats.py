@@ -741,6 +741,22 @@ async def test_a_conversation_count_is_one_seek_not_a_count(api: Api) -> None:
     assert not [sql for sql in counting.statements if "count(" in sql], counting.statements
 
 
+async def test_concurrent_sends_both_ways_are_all_counted_in_the_conversation(api: Api) -> None:
+    """Each message takes the next number of its conversation under the users' row locks:
+    sends racing each other in both directions never share a number."""
+    alice, bob = await api.signup(), await api.signup()
+    sends = [
+        api.send(alice, bob.id, f"a{i}") if i % 2 else api.send(bob, alice.id, f"b{i}")
+        for i in range(30)
+    ]
+    sent = await asyncio.gather(*sends)
+
+    conversation = await api.inbox(alice, page_size=100, **{"with": bob.id})
+
+    assert conversation["meta"]["count"] == 30
+    assert sorted(m["id"] for m in conversation["messages"]) == sorted(m["id"] for m in sent)
+
+
 @pytest.mark.parametrize(
     "filters",
     [{}, {"with": "partner"}, {"after_id": "0"}, {"before_id": "huge"}],
