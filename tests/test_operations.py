@@ -20,7 +20,7 @@ from psycopg import sql
 from chatserver.app import create_app
 from chatserver.config import ConfigError, Settings, database_scheme, redact, settings_from_env
 from chatserver.migrations import upgrade
-from tests.helpers import concurrent_app
+from tests.helpers import concurrent_app, query_database
 from tests.servers import PostgresServer
 
 Client = AsyncTestClient  # type: ignore[type-arg]
@@ -323,31 +323,48 @@ def test_migrate_keeps_the_page_size_of_an_existing_database(tmp_path: Path) -> 
     assert sqlite_page_size(db) == 4096
 
 
-def test_migrating_an_existing_database_numbers_its_conversations(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_migrating_an_existing_database_numbers_its_conversations(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """0002 numbers every stored message within its conversation, in id order."""
-    db = tmp_path / "chat.db"
-    upgrade(f"sqlite:///{db}", "0001")
-    with closing(sqlite3.connect(db)) as conn:
-        for user_id in (1, 2, 3):
-            conn.execute(
-                "INSERT INTO users (id, username, username_key, email, email_key,"
-                " password_hash, date_joined) VALUES (?, ?, ?, ?, ?, 'x', 0)",
-                (user_id, f"u{user_id}", f"u{user_id}", f"u{user_id}@e.com", f"u{user_id}@e.com"),
-            )
-        # (sender, recipient): three between users 1 and 2, one from 3 to 1
-        for seq, (sender, recipient) in enumerate([(1, 2), (2, 1), (3, 1), (1, 2)], start=1):
-            conn.execute(
-                "INSERT INTO messages (sender_id, recipient_id, body, sent_at, recipient_seq,"
-                " peer_lo, peer_hi) VALUES (?, ?, 'hi', 0, ?, ?, ?)",
-                (sender, recipient, seq, min(sender, recipient), max(sender, recipient)),
-            )
-        conn.commit()
+    url = (
+        f"sqlite:///{tmp_path / 'chat.db'}"
+        if engine == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    upgrade(url, "0001")
+    users = [
+        "INSERT INTO users (id, username, username_key, email, email_key, password_hash,"
+        f" date_joined) VALUES ({n}, 'u{n}', 'u{n}', 'u{n}@e.com', 'u{n}@e.com', 'x', 0)"
+        for n in (1, 2, 3)
+    ]
+    # (sender, recipient): three between users 1 and 2, one from 3 to 1
+    pairs = [(1, 2), (2, 1), (3, 1), (1, 2)]
+    messages = [
+        "INSERT INTO messages (id, sender_id, recipient_id, body, sent_at, recipient_seq,"
+        f" peer_lo, peer_hi) VALUES ({i}, {a}, {b}, 'hi', 0, {i}, {min(a, b)}, {max(a, b)})"
+        for i, (a, b) in enumerate(pairs, start=1)
+    ]
+    execute_all(url, users + messages)
 
-    upgrade(f"sqlite:///{db}")
+    upgrade(url)
 
-    with closing(sqlite3.connect(db)) as conn:
-        numbered = conn.execute("SELECT id, conversation_seq FROM messages ORDER BY id").fetchall()
-    assert numbered == [(1, 1), (2, 2), (3, 1), (4, 3)]
+    numbered = query_database(url, "SELECT id, conversation_seq FROM messages ORDER BY id")
+    assert [tuple(row) for row in numbered] == [(1, 1), (2, 2), (3, 1), (4, 3)]
+
+
+def execute_all(database_url: str, statements: list[str]) -> None:
+    """Run statements straight against a test database, in one transaction."""
+    if database_url.startswith("sqlite"):
+        with closing(sqlite3.connect(database_url.split(":///", 1)[1])) as conn:
+            for statement in statements:
+                conn.execute(statement)
+            conn.commit()
+        return
+    with psycopg.connect(database_url) as conn:
+        for statement in statements:
+            conn.execute(statement)  # type: ignore[arg-type]
 
 
 def sqlite_page_size(path: Path) -> int:
