@@ -166,11 +166,27 @@ async def read_messages(
         if f.is_plain_inbox and not f.has_cursor:
             count, ids = await store.inbox_page(conn, f.user_id, offset, page_size)
         else:
-            count = await store.count_messages(conn, f)
-            ids = await store.list_message_ids(conn, f, page_size, offset) if offset < count else []
+            count, ids = await _count_and_ids(conn, f, offset, page_size)
         rows = await _load_messages(s, conn, ids)
     rows = await _mark_fetched(s, user_id, rows)
     return Page(count, rows)
+
+
+async def _count_and_ids(
+    conn: Conn, f: store.MessageFilter, offset: int, page_size: int
+) -> tuple[int, list[int]]:
+    """How many messages match, and the page's ids.
+
+    A first page (every cursor read is one) that is not full holds every match, so its
+    length is the count: the usual sync or short conversation needs no count statement.
+    A later page counts first, and skips the listing when it starts past the end."""
+    if offset == 0:
+        ids = await store.list_message_ids(conn, f, page_size, 0)
+        count = len(ids) if len(ids) < page_size else await store.count_messages(conn, f)
+        return count, ids
+    count = await store.count_messages(conn, f)
+    ids = await store.list_message_ids(conn, f, page_size, offset) if offset < count else []
+    return count, ids
 
 
 async def _load_messages(s: Services, conn: Conn, ids: list[int]) -> list[store.MessageRow]:

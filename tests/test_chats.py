@@ -741,6 +741,33 @@ async def test_a_conversation_count_is_one_seek_not_a_count(api: Api) -> None:
     assert not [sql for sql in counting.statements if "count(" in sql], counting.statements
 
 
+async def test_a_first_page_that_is_not_full_is_its_own_count(api: Api) -> None:
+    """A first page (every cursor read is one) with room left holds every match: its count
+    is its length, with no count statement. A full page still asks the database."""
+    alice, bob = await api.signup(), await api.signup()
+    sent = [(await api.send(bob, alice.id, f"m{n}"))["id"] for n in range(3)]
+    counting = count_statements(api.client.app)
+
+    def counts_run() -> list[str]:  # the counts read sequence numbers; listing reads ids
+        run = [sql for sql in counting.statements if "_seq" in sql]
+        counting.statements.clear()
+        return run
+
+    conversation = await api.inbox(alice, **{"with": bob.id})
+    assert (ids(conversation), conversation["meta"]["count"]) == (sent[::-1], 3)
+    assert counts_run() == []
+    synced = await api.inbox(alice, after_id=sent[0])
+    assert (ids(synced), synced["meta"]["count"]) == (sent[1:], 2)
+    assert counts_run() == []
+
+    full = await api.inbox(alice, page_size=2, **{"with": bob.id})
+    assert (ids(full), full["meta"]["count"], full["meta"]["next"]) == (sent[:0:-1], 3, 2)
+    assert counts_run() != []
+    full_sync = await api.inbox(alice, after_id=sent[0], page_size=1)
+    assert (ids(full_sync), full_sync["meta"]["count"]) == (sent[1:2], 2)
+    assert counts_run() != []
+
+
 async def test_concurrent_sends_both_ways_are_all_counted_in_the_conversation(api: Api) -> None:
     """Each message takes the next number of its conversation under the users' row locks:
     sends racing each other in both directions never share a number."""
