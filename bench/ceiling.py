@@ -1,21 +1,30 @@
-"""The two ceiling apps, served by the same ASGI server with the same flags as chatserver.
+"""The reference apps, served by the same ASGI server with the same flags as chatserver.
 
 * ``raw_app``: a bare ASGI callable returning a fixed JSON body.
 * ``litestar_app``: the smallest Litestar route returning the same body.
+* ``query_app``: the smallest Litestar route that runs one indexed ``sqlite3`` query on the
+  seeded database (``BENCH_DB_PATH``): the ten newest messages of a random one of the
+  ``BENCH_USERS`` users, encoded as JSON. The issue's reference for "our code is not what
+  holds a user back": no auth, no paging, no count, one statement, run directly.
 
-The body has the size of a real inbox page (``BENCH_BODY_SIZE`` bytes, measured by the harness
-on the seeded server; a synthetic 10-message page when unset).
+The fixed body has the size of a real inbox page (``BENCH_BODY_SIZE`` bytes, measured by the
+harness on the seeded server; a synthetic 10-message page when unset).
 """
 
 from __future__ import annotations
 
 import os
+import random
+import sqlite3
+from functools import cache
 from typing import Any
 
 import msgspec
 from litestar import Litestar, MediaType, get
 
 BODY_SIZE_ENV = "BENCH_BODY_SIZE"
+DB_PATH_ENV = "BENCH_DB_PATH"
+USERS_ENV = "BENCH_USERS"
 
 
 def make_body(size: int | None = None) -> bytes:
@@ -69,3 +78,25 @@ async def page() -> bytes:
 
 
 litestar_app = Litestar(route_handlers=[page])
+
+
+LATEST_MESSAGES = (
+    "SELECT id, sender_id, recipient_id, body, sent_at, received_at FROM messages"
+    " WHERE recipient_id = ? ORDER BY id DESC LIMIT 10"
+)
+
+
+@cache
+def _database() -> tuple[sqlite3.Connection, int]:
+    path, users = os.environ[DB_PATH_ENV], int(os.environ[USERS_ENV])
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False), users
+
+
+@get("/", media_type=MediaType.JSON)
+async def latest_messages() -> bytes:
+    conn, users = _database()
+    rows = conn.execute(LATEST_MESSAGES, (random.randint(1, users),)).fetchall()
+    return msgspec.json.encode(rows)
+
+
+query_app = Litestar(route_handlers=[latest_messages])

@@ -22,6 +22,7 @@ from bench.infra import Postgres, Redis
 from bench.report import Row
 from bench.server import CeilingServer, ChatServer, ServerEnv
 from bench.wrk import wrk_version
+from chatserver.config import database_scheme, sqlite_path
 
 OTHER_SCENARIOS: dict[str, Callable[[scenarios.Context], list[Row]]] = {
     "big-inbox": scenarios.big_inbox,
@@ -194,16 +195,7 @@ def run(opts: Options, server: ChatServer, workdir: Path) -> tuple[list[Row], li
     ctx = scenarios.Context(opts=opts, workdir=workdir, server=server, data=data)
 
     if any(s in HTTP_SCENARIOS for s in opts.scenarios):
-        for name, app in (("raw", "raw_app"), ("litestar", "litestar_app")):
-            print(f"ceiling: {app} ({data.page_bytes}-byte body)", flush=True)
-            ceiling = CeilingServer(server.registry, workdir, app, command, data.page_bytes)
-            try:
-                ceiling.start()
-                result = scenarios.measure(ctx, ceiling.url, "fixed.lua", None, ceiling.pid)
-            finally:
-                ceiling.stop()
-            ctx.ceilings[name] = result
-            rows.append(scenarios.ceiling_row(name, result))
+        rows += _references(ctx, command)
 
     if "startup" in opts.scenarios:
         rows += _guarded(ctx, "startup", lambda: scenarios.startup(ctx))
@@ -225,6 +217,34 @@ def run(opts: Options, server: ChatServer, workdir: Path) -> tuple[list[Row], li
             server.stop()
             server.start(timeout=60)
     return rows, command
+
+
+def _references(ctx: scenarios.Context, command: list[str]) -> list[Row]:
+    """The reference apps under the same ASGI server: the two ceilings, and on SQLite the
+    one-query route (on the seeded database, which no server writes to meanwhile)."""
+    server, data = ctx.server, ctx.data
+    apps: list[tuple[str, str, dict[str, str]]] = [
+        ("raw", "raw_app", {}),
+        ("litestar", "litestar_app", {}),
+    ]
+    database_url = server.settings.database_url
+    if database_scheme(database_url) == "sqlite":
+        env = {"BENCH_DB_PATH": sqlite_path(database_url), "BENCH_USERS": str(len(data.users))}
+        apps.append(("query", "query_app", env))
+    rows = []
+    for name, app, env in apps:
+        print(f"reference: {app} ({data.page_bytes}-byte page)", flush=True)
+        ceiling = CeilingServer(
+            server.registry, ctx.workdir, app, command, data.page_bytes, env=env
+        )
+        try:
+            ceiling.start()
+            result = scenarios.measure(ctx, ceiling.url, "fixed.lua", None, ceiling.pid)
+        finally:
+            ceiling.stop()
+        ctx.ceilings[name] = result
+        rows.append(scenarios.ceiling_row(name, result))
+    return rows
 
 
 def _guarded(ctx: scenarios.Context, name: str, runner: Callable[[], list[Row]]) -> list[Row]:

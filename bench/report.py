@@ -103,9 +103,9 @@ def markdown(rows: list[Row], info: dict[str, Any]) -> str:
     if http:
         out += [
             "",
-            "| Scenario | req/s | p50 ms | p99 ms | vs raw ASGI | vs Litestar route | errors "
-            "| target | |",
-            "|---|--:|--:|--:|--:|--:|--:|---|---|",
+            "| Scenario | req/s | p50 ms | p99 ms | vs raw ASGI | vs Litestar route "
+            "| vs one-query route | errors | target | |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|---|---|",
         ]
         for r in http:
             m = r.metrics
@@ -113,7 +113,8 @@ def markdown(rows: list[Row], info: dict[str, Any]) -> str:
             out.append(
                 f"| {name} | {_num(m.get('rps'), 0)} | {_num(m.get('p50_ms'), 2)} "
                 f"| {_num(m.get('p99_ms'), 2)} | {_pct(m.get('vs_raw'))} "
-                f"| {_pct(m.get('vs_litestar'))} | {_errors(r)} | {r.target} | {_met(r)} |"
+                f"| {_pct(m.get('vs_litestar'))} | {_pct(m.get('vs_query'))} "
+                f"| {_errors(r)} | {r.target} | {_met(r)} |"
             )
     big = [r for r in rows if r.kind == "big"]
     if big:

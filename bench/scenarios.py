@@ -46,7 +46,7 @@ class Context:
 def wrk_row(scenario: str, case: str, result: WrkResult, ctx: Context | None) -> Row:
     metrics: dict[str, Any] = result.to_json()
     if ctx is not None:
-        for name, key in (("raw", "vs_raw"), ("litestar", "vs_litestar")):
+        for name, key in (("raw", "vs_raw"), ("litestar", "vs_litestar"), ("query", "vs_query")):
             ceiling = ctx.ceilings.get(name)
             metrics[key] = result.rps / ceiling.rps if ceiling and ceiling.rps else None
     row = Row(scenario=scenario, case=case, kind="http", metrics=metrics, errors=result.errors)
@@ -95,11 +95,16 @@ def measure(
 # --------------------------------------------------------------------------- ceilings
 
 
+REFERENCE_LABELS = {
+    "raw": "ceiling: raw ASGI app",
+    "litestar": "ceiling: smallest Litestar route",
+    "query": "reference: Litestar route + one sqlite3 query",
+}
+
+
 def ceiling_row(name: str, result: WrkResult) -> Row:
-    label = "raw ASGI app" if name == "raw" else "smallest Litestar route"
-    row = wrk_row(f"ceiling: {label}", "", result, None)
-    row.metrics["vs_raw"] = None
-    row.metrics["vs_litestar"] = None
+    row = wrk_row(REFERENCE_LABELS[name], "", result, None)
+    row.metrics.update(vs_raw=None, vs_litestar=None, vs_query=None)
     return row
 
 

@@ -140,7 +140,7 @@ def ceiling_command(server_command: list[str], app: str, port: int) -> list[str]
 
 
 class CeilingServer:
-    """The server's ASGI server serving ``bench.ceiling:raw_app`` or ``:litestar_app``."""
+    """The server's ASGI server serving one of the ``bench.ceiling`` reference apps."""
 
     def __init__(
         self,
@@ -149,8 +149,10 @@ class CeilingServer:
         app: str,
         server_command: list[str],
         body_size: int,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.registry = registry
+        self.env = env or {}
         self.workdir = workdir
         self.app = app
         self.server_command = server_command
@@ -166,7 +168,7 @@ class CeilingServer:
         return ceiling_command(self.server_command, self.app, self.port)
 
     def start(self) -> None:
-        env = dict(os.environ, BENCH_BODY_SIZE=str(self.body_size))
+        env = dict(os.environ, BENCH_BODY_SIZE=str(self.body_size), **self.env)
         self.managed = self.registry.spawn(
             f"ceiling-{self.app}",
             self.argv(),
