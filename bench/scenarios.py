@@ -112,33 +112,51 @@ def ceiling_row(name: str, result: WrkResult) -> Row:
 
 
 def http_scenario(ctx: Context, name: str) -> list[Row]:
-    data_file = ctx.data.write_lua(ctx.workdir / "bench-data.lua")
-    sizes = ctx.opts.sizes
     if name == "login":
-        result = measure(
-            ctx,
-            ctx.server.base_url + "/",
-            "login.lua",
-            data_file,
-            ctx.server.pid,
-            connections=sizes.login_connections,
-            timeout_s=30,
-        )
-        row = wrk_row(name, f"{sizes.login_connections} connections", result, ctx)
-        row.target = "reported (argon2 cost not weakened)"
-        row.notes.append(f"password hashing: {argon2_cost()}")
-        return [_zero_error_target(ctx, row)]
+        return [_login(ctx)]
+    if name == "sync":
+        return _sync(ctx)
+    return [_targeted_run(ctx, name, "")]
+
+
+def _login(ctx: Context) -> Row:
+    data_file = ctx.data.write_lua(ctx.workdir / "bench-data.lua")
+    connections = ctx.opts.sizes.login_connections
+    url = ctx.server.base_url + "/"
+    result = measure(
+        ctx, url, "login.lua", data_file, ctx.server.pid, connections=connections, timeout_s=30
+    )
+    row = wrk_row("login", f"{connections} connections", result, ctx)
+    row.target = "reported (argon2 cost not weakened)"
+    row.notes.append(f"password hashing: {argon2_cost()}")
+    return _zero_error_target(ctx, row)
+
+
+def _sync(ctx: Context) -> list[Row]:
+    """``?after_id=`` with cursors read just before (the scenarios before have sent many
+    messages since seeding): a full page behind (the page and a count), then four messages
+    behind (a page that holds every match). The latter cursors stay for ``mixed``."""
+    full_page_behind, four_behind = asyncio.run(seed.sync_cursors(ctx.server, ctx.data, (14, 4)))
+    ctx.data.after = full_page_behind
+    rows = [_targeted_run(ctx, "sync", "a full page behind")]
+    ctx.data.after = four_behind
+    rows.append(_targeted_run(ctx, "sync", "4 new messages"))
+    return rows
+
+
+def _targeted_run(ctx: Context, name: str, case: str) -> Row:
+    data_file = ctx.data.write_lua(ctx.workdir / "bench-data.lua")
     result = measure(ctx, ctx.server.base_url + "/", f"{name}.lua", data_file, ctx.server.pid)
-    row = wrk_row(name, "", result, ctx)
+    row = wrk_row(name, case, result, ctx)
     goal = HTTP_TARGETS.get(name)
     if ctx.zero_errors_target or goal is None:
-        return [_zero_error_target(ctx, row)]
+        return _zero_error_target(ctx, row)
     ratio = row.metrics.get("vs_litestar")
     row.target = f"≥ {100 * goal:.0f} % of Litestar, p99 ≤ {P99_TARGET_MS:g} ms"
     row.met = (
         ratio is not None and ratio >= goal and result.p99_ms <= P99_TARGET_MS and not row.errors
     )
-    return [row]
+    return row
 
 
 def _zero_error_target(ctx: Context, row: Row) -> Row:

@@ -188,6 +188,22 @@ async def seed(server: ChatServer, users: int, messages_per_user: int, partners:
     )
 
 
+async def sync_cursors(
+    server: ChatServer, data: BenchData, behind: Sequence[int]
+) -> list[list[int]]:
+    """For each count in ``behind``, per user: an ``after_id`` with that many of their
+    received messages newer than it (0 when they have fewer), read through the API."""
+    deepest = max(behind) + 1
+
+    async def newest_ids(http: httpx.AsyncClient, user: User) -> list[int]:
+        page = check(await inbox(http, user, f"page_size={deepest}"), 200, "inbox")
+        return [m["id"] for m in page["messages"]]
+
+    async with client(server) as http:
+        newest = await gather_limited(32, [partial(newest_ids, http, u) for u in data.users])
+    return [[ids[n] if len(ids) > n else 0 for ids in newest] for n in behind]
+
+
 def bulk_load(server: ChatServer, sender: int, recipient: int, count: int) -> float:
     """The server's documented bulk loader; returns seconds taken."""
     t0 = time.monotonic()
