@@ -72,10 +72,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _migrate(settings: Settings) -> None:
-    from chatserver.migrations import upgrade
+    from chatserver.migrations import upgrade_if_behind
 
     try:
-        upgrade(settings.database_url)
+        upgrade_if_behind(settings.database_url)
     except Exception as exc:  # unreachable server, bad credentials, unwritable file …
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(

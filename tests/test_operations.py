@@ -19,7 +19,7 @@ from psycopg import sql
 
 from chatserver.app import create_app
 from chatserver.config import ConfigError, Settings, database_scheme, redact, settings_from_env
-from chatserver.migrations import upgrade
+from chatserver.migrations import HEAD, alembic_config, upgrade
 from tests.helpers import concurrent_app, query_database
 from tests.servers import PostgresServer
 
@@ -377,6 +377,35 @@ def test_migrate_twice_is_harmless(tmp_path: Path) -> None:
     assert run_cli("migrate", env=env, cwd=tmp_path).returncode == 0
     again = run_cli("migrate", env=env, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
+
+
+def test_head_is_alembics_newest_revision(tmp_path: Path) -> None:
+    from alembic.script import ScriptDirectory
+
+    config = alembic_config(f"sqlite:///{tmp_path / 'chat.db'}")
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD
+
+
+LOADS_ALEMBIC = (
+    "import sys; from chatserver.cli import main; main(sys.argv[1:]);"
+    " print('alembic' in sys.modules)"
+)
+
+
+def test_migrate_loads_alembic_only_when_a_migration_is_pending(tmp_path: Path) -> None:
+    """An up-to-date SQLite database starts without Alembic; one revision behind, or new,
+    it is upgraded as before."""
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    upgrade(url, "0001")
+
+    def migrate() -> bool:
+        argv = [sys.executable, "-c", LOADS_ALEMBIC, "migrate", "--database-url", url]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+        return result.stdout.strip() == "True"
+
+    assert migrate() is True  # 0001 -> head
+    assert query_database(url, "SELECT version_num FROM alembic_version") == [(HEAD,)]
+    assert migrate() is False  # already at head
 
 
 def test_migrate_defaults_to_chat_db_in_the_working_directory(tmp_path: Path) -> None:
