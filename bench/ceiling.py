@@ -17,6 +17,7 @@ import os
 import random
 import sqlite3
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -88,8 +89,8 @@ LATEST_MESSAGES = (
 
 @cache
 def _database() -> tuple[sqlite3.Connection, int]:
-    path, users = os.environ[DB_PATH_ENV], int(os.environ[USERS_ENV])
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False), users
+    uri = Path(os.environ[DB_PATH_ENV]).resolve().as_uri() + "?mode=ro"
+    return sqlite3.connect(uri, uri=True, check_same_thread=False), int(os.environ[USERS_ENV])
 
 
 @get("/", media_type=MediaType.JSON)
