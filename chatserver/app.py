@@ -10,7 +10,6 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.channels.backends.memory import MemoryChannelsBackend
-from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -24,7 +23,7 @@ from chatserver.db import open_database
 from chatserver.events import Events
 from chatserver.hub import Hub
 from chatserver.lastseen import LastSeen
-from chatserver.middleware import RequestContextMiddleware
+from chatserver.middleware import RequestContext
 from chatserver.presence import LocalPresence, RedisPresence
 from chatserver.problems import EXCEPTION_HANDLERS
 from chatserver.services import Services, now_us
@@ -50,16 +49,26 @@ def create_app(settings: Settings) -> Litestar:
         *stream.HANDLERS,
         *health.HANDLERS,
     ]
-    return Litestar(
+    return ChatApp(
         route_handlers=handlers,
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[DefineMiddleware(RequestContextMiddleware)],
         lifespan=[lifespan],
         openapi_config=_openapi_config(),
         request_max_body_size=settings.max_body_bytes,
         debug=False,
         logging_config=None,
     )
+
+
+class ChatApp(Litestar):
+    """Litestar, entered through ``RequestContext`` (request ids and start times)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._entry = RequestContext(super().__call__)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self._entry(scope, receive, send)
 
 
 async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) -> Services:

@@ -40,6 +40,12 @@ class BadCredentials(NotAuthenticated):
     title = "Invalid username or password"
 
 
+class UnsupportedMediaType(ChatError):
+    status = 415
+    code = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
 class NotFound(ChatError):
     status = 404
     code = "not-found"

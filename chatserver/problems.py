@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 from typing import Any
 
 import msgspec
@@ -73,21 +72,8 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
     generic = not exc.detail or exc.detail.lower() == title.lower()
     detail = _default_detail(exc.status_code) if generic else exc.detail
     headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
-    headers.update(_router_request_id(request))
     errors = {"body": [detail]} if exc.status_code == 400 else msgspec.UNSET
     return problem_response(exc.status_code, code, title, detail, headers=headers, errors=errors)
-
-
-def _router_request_id(request: Request[Any, Any, Any]) -> dict[str, str]:
-    """An X-Request-ID for errors the router raises (404, 405) before any middleware runs.
-
-    Requests that reached a route already have one: the request middleware adds it.
-    """
-    state = request.scope.setdefault("state", {})
-    if "request_id" in state:
-        return {}
-    state["request_id"] = secrets.token_hex(8)
-    return {"X-Request-ID": state["request_id"]}
 
 
 def _default_detail(status: int) -> str:
@@ -150,7 +136,6 @@ def handle_not_utf8(request: Request[Any, Any, Any], exc: UnicodeDecodeError) ->
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
-    headers = _router_request_id(request)
     request_id = str(request.scope.get("state", {}).get("request_id", "-"))
     log.exception(
         "unhandled error in %s %s [request %s]",
@@ -165,7 +150,6 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
         "Internal server error",
         "The server failed to handle this request; it has been logged",
         request_id=request_id,
-        headers=headers,
     )
 
 

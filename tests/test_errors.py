@@ -446,6 +446,17 @@ async def test_a_plain_incoming_request_id_is_echoed(client: Client) -> None:
     assert r.headers["X-Request-ID"] == "abc-123"
 
 
+@pytest.mark.parametrize(("method", "path", "status"), [("GET", "/nope", 404), ("PUT", USERS, 405)])
+async def test_the_routers_own_errors_echo_the_incoming_request_id(
+    client: Client, method: str, path: str, status: int
+) -> None:
+    """404 and 405 are answered before any route runs; they carry the caller's id too,
+    once, so a client can match them with its logs."""
+    r = await client.request(method, path, headers={"X-Request-ID": "trace-42"})
+    assert_problem(r, status)
+    assert r.headers.get_list("X-Request-ID") == ["trace-42"]
+
+
 # ---------------------------------------------------------------- trailing slashes
 
 

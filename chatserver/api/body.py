@@ -17,7 +17,7 @@ from litestar import Request
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.openapi.spec import Example, OpenAPIMediaType, OpenAPIType, RequestBody, Schema
 
-from chatserver.errors import InvalidInput
+from chatserver.errors import InvalidInput, UnsupportedMediaType
 
 S = TypeVar("S", bound=msgspec.Struct)
 
@@ -96,9 +96,13 @@ def check_body_kinds(body: object, kinds: dict[str, type]) -> None:
 
 
 async def read_body(request: Request[Any, Any, Any]) -> bytes:
-    """The whole body, refused with 413 once it is known to pass the app's limit."""
+    """The whole body: 415 unless it is JSON, 413 once it is known to pass the app's limit."""
+    content_type, declared = _content_headers(request.scope)
+    if not _is_json(content_type, declared):
+        raise UnsupportedMediaType(
+            "Send the request body as JSON with 'Content-Type: application/json'"
+        )
     limit = request.route_handler.resolve_request_max_body_size() or float("inf")
-    declared = _content_length(request.scope)
     if declared is not None and declared > limit:
         raise RequestEntityTooLarge()
     chunks: list[bytes] = []
@@ -116,11 +120,23 @@ async def read_body(request: Request[Any, Any, Any]) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _content_length(scope: Any) -> int | None:
+def _content_headers(scope: Any) -> tuple[bytes, int | None]:
+    """The media type (lower case, without parameters) and the declared length, if any."""
+    content_type, length = b"", None
     for name, value in scope["headers"]:
-        if name == b"content-length":
-            return int(value) if value.isdigit() else None
-    return None
+        if name == b"content-type":
+            content_type = value.split(b";", 1)[0].strip().lower()
+        elif name == b"content-length":
+            length = int(value) if value.strip().isdigit() else None
+    return content_type, length
+
+
+def _is_json(content_type: bytes, declared_length: int | None) -> bool:
+    """JSON (``application/json`` or ``…+json``); a request with no body and no media type
+    is let through, and its empty body is then reported as invalid JSON."""
+    if content_type:
+        return content_type == b"application/json" or content_type.endswith(b"+json")
+    return not declared_length
 
 
 def _openapi_schema(definition: dict[str, Any]) -> Schema:
