@@ -73,12 +73,20 @@ async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": BODY})
 
 
-@get("/", media_type=MediaType.JSON)
-async def page() -> bytes:
-    return BODY
+def litestar_route(body: bytes) -> Litestar:
+    """The smallest Litestar app: one route returning ``body``.
+
+    ``logging_config=None`` as in chatserver's app; Litestar's default would also set up
+    the root logger as soon as this module is imported (the harness imports it)."""
+
+    @get("/", media_type=MediaType.JSON)
+    async def page() -> bytes:
+        return body
+
+    return Litestar(route_handlers=[page], logging_config=None)
 
 
-litestar_app = Litestar(route_handlers=[page])
+litestar_app = litestar_route(BODY)
 
 
 LATEST_MESSAGES = (
@@ -100,4 +108,4 @@ async def latest_messages() -> bytes:
     return msgspec.json.encode(rows)
 
 
-query_app = Litestar(route_handlers=[latest_messages])
+query_app = Litestar(route_handlers=[latest_messages], logging_config=None)

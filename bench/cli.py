@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import procs, report, scenarios, seed
+from bench import inprocess, procs, report, scenarios, seed
 from bench.config import HTTP_SCENARIOS, SCENARIOS, SOCKET_SCENARIOS, Options
 from bench.infra import Postgres, Redis
 from bench.report import Row
@@ -28,6 +28,7 @@ OTHER_SCENARIOS: dict[str, Callable[[scenarios.Context], list[Row]]] = {
     "big-inbox": scenarios.big_inbox,
     "idle-sockets": scenarios.idle_sockets,
     "fanout": scenarios.fanout,
+    "in-process": inprocess.scenario,
 }
 
 

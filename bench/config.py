@@ -16,6 +16,7 @@ SCENARIOS = (
     "login",
     "big-inbox",
     "fanout",
+    "in-process",
 )
 HTTP_SCENARIOS = ("send", "inbox", "conversation", "sync", "user", "mixed", "login")
 SOCKET_SCENARIOS = ("idle-sockets", "fanout")
@@ -62,6 +63,8 @@ class Sizes:
     fanout_grace: float
     idle_sockets: int
     startup_repeats: int
+    inprocess_calls: int
+    inprocess_warmup: int
     ceiling_connections: int = 64
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -86,6 +89,8 @@ FULL = Sizes(
     fanout_grace=5,
     idle_sockets=10_000,
     startup_repeats=3,
+    inprocess_calls=20_000,
+    inprocess_warmup=500,
 )
 
 QUICK = Sizes(
@@ -108,6 +113,8 @@ QUICK = Sizes(
     fanout_grace=2,
     idle_sockets=1000,
     startup_repeats=1,
+    inprocess_calls=1_000,
+    inprocess_warmup=100,
     notes=(
         "quick mode: 50 users, 2 s runs, big-inbox at 20,000 messages, fan-out at 200 sockets, "
         "idle sockets at 1,000; numbers are indicative, the point is zero errors",

@@ -59,7 +59,7 @@ def _num(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
-def _pct(value: Any) -> str:
+def pct(value: Any) -> str:
     if value is None:
         return "–"
     return f"{100 * value:.0f} %" if value >= 0.1 else f"{100 * value:.2g} %"
@@ -112,8 +112,8 @@ def markdown(rows: list[Row], info: dict[str, Any]) -> str:
             name = r.scenario if not r.case else f"{r.scenario} ({r.case})"
             out.append(
                 f"| {name} | {_num(m.get('rps'), 0)} | {_num(m.get('p50_ms'), 2)} "
-                f"| {_num(m.get('p99_ms'), 2)} | {_pct(m.get('vs_raw'))} "
-                f"| {_pct(m.get('vs_litestar'))} | {_pct(m.get('vs_query'))} "
+                f"| {_num(m.get('p99_ms'), 2)} | {pct(m.get('vs_raw'))} "
+                f"| {pct(m.get('vs_litestar'))} | {pct(m.get('vs_query'))} "
                 f"| {_errors(r)} | {r.target} | {_met(r)} |"
             )
     big = [r for r in rows if r.kind == "big"]
