@@ -15,6 +15,7 @@ the machine's noise. Reported, not a target: the targets are the HTTP ratios.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import random
 import time
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench import ceiling
+from bench import ceiling, seed
 from bench.report import Row, pct
 from bench.scenarios import Context
 from bench.seed import BenchData
@@ -140,8 +141,12 @@ ROUTES = ("inbox", "conversation", "sync", "user", "send")
 def scenario(ctx: Context) -> list[Row]:
     server = ctx.server.settings
     settings = Settings(database_url=server.database_url, redis_url=server.redis_url)
+    # Cursors four messages behind, read now (the scenarios before have sent since): the
+    # usual sync of a connected client, as in the HTTP row "sync (4 new messages)".
+    (four_behind,) = asyncio.run(seed.sync_cursors(ctx.server, ctx.data, (4,)))
+    data = dataclasses.replace(ctx.data, after=four_behind)
     sizes = ctx.opts.sizes
-    results = asyncio.run(costs(settings, ctx.data, sizes.inprocess_calls, sizes.inprocess_warmup))
+    results = asyncio.run(costs(settings, data, sizes.inprocess_calls, sizes.inprocess_warmup))
     return rows(results, sizes.inprocess_calls)
 
 
@@ -175,7 +180,11 @@ async def costs(settings: Settings, data: BenchData, count: int, warmup: int) ->
     return results
 
 
-LABELS = {"litestar": "smallest Litestar route", "query": "Litestar route + one sqlite3 query"}
+LABELS = {
+    "litestar": "smallest Litestar route",
+    "query": "Litestar route + one sqlite3 query",
+    "sync": "sync (4 new messages)",
+}
 
 
 def rows(results: dict[str, Cost], count: int) -> list[Row]:
