@@ -1,15 +1,16 @@
 """``in-process``: what each hot route costs with no server and no network in between.
 
-On a shared 2-core VM the HTTP rows move by 10–15 % from one run to the next, and part of
-what they measure is uvicorn and the kernel. Here the harness builds the same app
-(``create_app``, with the server's database and Redis) in its own process, runs its
-lifespan and calls it as an ASGI app with the requests the wrk scripts make: reads one at
-a time, after one pass over the same calls (so no measured read marks messages received:
-that durable write is the HTTP rows' business); sends 32 at a time (so that group commit
-batches them as under load), after a warm-up. The smallest Litestar route and, on SQLite,
-the one-query route are called the same way. CPU per request repeats within a few
-percent, so a change to our code shows here even when the HTTP rows cannot tell it from
-the machine's noise. Reported, not a target: the targets are the HTTP ratios.
+The HTTP rows measure our code together with uvicorn, the kernel's TCP path and wrk on the
+same two cores. Here the harness builds the same app (``create_app``, with the server's
+database and Redis) in its own process, runs its lifespan and calls it as an ASGI app with
+the requests the wrk scripts make: reads one at a time, after one pass over the same calls
+(so no measured read marks messages received: that durable write is the HTTP rows'
+business); sends 32 at a time (so that group commit batches them as under load), after a
+warm-up. The smallest Litestar route and, on SQLite, the one-query route are called the
+same way, so each route's ratio to them says what our code costs beside the framework's,
+with the server and the network taken out. The machine's own speed still varies between
+runs (compare ratios within one run, as with the HTTP rows). Reported, not a target: the
+targets are the HTTP ratios.
 """
 
 from __future__ import annotations
