@@ -8,7 +8,7 @@ this process, and, with the Redis backend, on every other process and machine.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 import msgspec
@@ -63,9 +63,14 @@ class Events:
         """Publish a message, rendered once by the caller for its own response.
 
         With ``previous`` (user id -> their message before this one), each user's copy
-        starts with that id and a space: the order hint streams use (streams.py)."""
+        starts with that id and a space: the order hint streams use (streams.py).
+        Nothing is rendered or queued for a user nobody can be streaming (the check and
+        the publish run in one step of the loop, so a stream cannot subscribe between them;
+        one that subscribes later reads the committed message from the database)."""
+        users = self._listened({message.sent_by, message.received_by})
+        if not users:
+            return
         data = _encode(MessageEvent(message))
-        users = {message.sent_by, message.received_by}
         if previous is None:
             self.channels.publish(data, [user_channel(user_id) for user_id in users])
             return
@@ -79,8 +84,13 @@ class Events:
             by_sender[sender_id].append(message_id)
         when = to_datetime(at)
         assert when is not None
-        for sender_id, ids in by_sender.items():
-            self.channels.publish(_encode(ReceivedEvent(ids, by, when)), user_channel(sender_id))
+        for sender_id in self._listened(by_sender):
+            event = ReceivedEvent(by_sender[sender_id], by, when)
+            self.channels.publish(_encode(event), user_channel(sender_id))
+
+    def _listened(self, user_ids: Iterable[int]) -> list[int]:
+        """The users among ``user_ids`` whose channel may have a subscriber somewhere."""
+        return [user_id for user_id in user_ids if self._may_listen(user_channel(user_id))]
 
     async def revoke_token(self, user_id: int, token_hash: str) -> None:
         self.channels.publish(_encode(RevokeEvent(user_id, token_hash)), CONTROL_CHANNEL)
