@@ -6,6 +6,12 @@
   seeded database (``BENCH_DB_PATH``): the ten newest messages of a random one of the
   ``BENCH_USERS`` users, encoded as JSON. The issue's reference for "our code is not what
   holds a user back": no auth, no paging, no count, one statement, run directly.
+* ``insert_app``: the same for a send: the smallest Litestar route that stores one message
+  durably. It decodes the send's JSON body, INSERTs the row into a copy of the seeded
+  database (``BENCH_WRITE_DB_PATH``; same table, same indexes) from a random sender, and
+  commits it through chatserver's own group commit before answering 201. No auth, no
+  counters, no conversation number, no idempotency, no events: one statement and the
+  durable commit that every send needs.
 
 The fixed body has the size of a real inbox page (``BENCH_BODY_SIZE`` bytes, measured by the
 harness on the seeded server; a synthetic 10-message page when unset).
@@ -16,15 +22,20 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
+import time
+from contextlib import closing
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import msgspec
-from litestar import Litestar, MediaType, get
+from litestar import Litestar, MediaType, Request, get, post
+
+from chatserver.db import SqliteDatabase
 
 BODY_SIZE_ENV = "BENCH_BODY_SIZE"
 DB_PATH_ENV = "BENCH_DB_PATH"
+WRITE_DB_PATH_ENV = "BENCH_WRITE_DB_PATH"
 USERS_ENV = "BENCH_USERS"
 
 
@@ -109,3 +120,79 @@ async def latest_messages() -> bytes:
 
 
 query_app = Litestar(route_handlers=[latest_messages], logging_config=None)
+
+
+class NewMessage(msgspec.Struct):
+    user_id: int
+    message: str
+
+
+class StoredMessage(msgspec.Struct):
+    id: int
+    sent_by: int
+    received_by: int
+    message: str
+    sent_at: int
+
+
+# The recipient's sequence number is the only value the table needs that the request does
+# not carry: one seek on its unique index (chatserver keeps it on the user's row instead).
+INSERT_MESSAGE = (
+    "INSERT INTO messages (sender_id, recipient_id, body, sent_at, recipient_seq, peer_lo,"
+    " peer_hi) VALUES ($1, $2, $3, $4,"
+    " coalesce((SELECT max(recipient_seq) FROM messages WHERE recipient_id = $2), 0) + 1,"
+    " $5, $6) RETURNING id"
+)
+_decode_new_message = msgspec.json.Decoder(NewMessage).decode
+_encode = msgspec.json.Encoder().encode
+
+
+def insert_route() -> Litestar:
+    """The one-insert route (``insert_app``), with its own database handle.
+
+    ``GET /`` answers the fixed body, for the harness's health check."""
+    state: dict[str, SqliteDatabase] = {}
+
+    async def open_database() -> None:
+        state["db"] = SqliteDatabase(os.environ[WRITE_DB_PATH_ENV])
+
+    async def close_database() -> None:
+        await state["db"].close()
+
+    @post("/api/v1/chats/", status_code=201, media_type=MediaType.JSON)
+    async def insert_message(request: Request[Any, Any, Any]) -> bytes:
+        body = _decode_new_message(await request.body())
+        sender = _other_user(body.user_id, int(os.environ[USERS_ENV]))
+        now = time.time_ns() // 1000
+        lo, hi = sorted((sender, body.user_id))
+        async with state["db"].transaction() as conn:
+            message_id = await conn.fetch_val(
+                INSERT_MESSAGE, sender, body.user_id, body.message, now, lo, hi
+            )
+        return _encode(StoredMessage(message_id, sender, body.user_id, body.message, now))
+
+    @get("/", media_type=MediaType.JSON)
+    async def health() -> bytes:
+        return BODY
+
+    return Litestar(
+        route_handlers=[insert_message, health],
+        on_startup=[open_database],
+        on_shutdown=[close_database],
+        logging_config=None,
+    )
+
+
+def _other_user(user_id: int, users: int) -> int:
+    """A random user id in 1..users other than ``user_id`` (send.lua's pairs differ too)."""
+    other = random.randint(1, users - 1)
+    return other + 1 if other >= user_id else other
+
+
+insert_app = insert_route()
+
+
+def copy_database(source: Path, dest: Path) -> None:
+    """A consistent copy of a live SQLite database (its WAL included), for ``insert_app``."""
+    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(dest)) as dst:
+        src.backup(dst)

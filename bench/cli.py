@@ -16,12 +16,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import inprocess, procs, report, scenarios, seed
+from bench import ceiling, inprocess, procs, report, scenarios, seed
 from bench.config import HTTP_SCENARIOS, SCENARIOS, SOCKET_SCENARIOS, Options
 from bench.infra import Postgres, Redis
 from bench.report import Row
 from bench.server import CeilingServer, ChatServer, ServerEnv
-from bench.wrk import wrk_version
+from bench.wrk import WrkResult, wrk_version
 from chatserver.config import database_scheme, sqlite_path
 
 OTHER_SCENARIOS: dict[str, Callable[[scenarios.Context], list[Row]]] = {
@@ -222,7 +222,8 @@ def run(opts: Options, server: ChatServer, workdir: Path) -> tuple[list[Row], li
 
 def _references(ctx: scenarios.Context, command: list[str]) -> list[Row]:
     """The reference apps under the same ASGI server: the two ceilings, and on SQLite the
-    one-query route (on the seeded database, which no server writes to meanwhile)."""
+    one-query route (on the seeded database, which no server writes to meanwhile) and the
+    one-insert route (on a copy of it, under the send's load)."""
     server, data = ctx.server, ctx.data
     apps: list[tuple[str, str, dict[str, str]]] = [
         ("raw", "raw_app", {}),
@@ -230,22 +231,33 @@ def _references(ctx: scenarios.Context, command: list[str]) -> list[Row]:
     ]
     database_url = server.settings.database_url
     if database_scheme(database_url) == "sqlite":
-        env = {"BENCH_DB_PATH": sqlite_path(database_url), "BENCH_USERS": str(len(data.users))}
-        apps.append(("query", "query_app", env))
+        users = {"BENCH_USERS": str(len(data.users))}
+        apps.append(("query", "query_app", {"BENCH_DB_PATH": sqlite_path(database_url), **users}))
+        copy = ctx.workdir / "insert-reference.db"
+        ceiling.copy_database(Path(sqlite_path(database_url)), copy)
+        apps.append(("insert", "insert_app", {ceiling.WRITE_DB_PATH_ENV: str(copy), **users}))
     rows = []
     for name, app, env in apps:
         print(f"reference: {app} ({data.page_bytes}-byte page)", flush=True)
-        ceiling = CeilingServer(
+        reference = CeilingServer(
             server.registry, ctx.workdir, app, command, data.page_bytes, env=env
         )
         try:
-            ceiling.start()
-            result = scenarios.measure(ctx, ceiling.url, "fixed.lua", None, ceiling.pid)
+            reference.start()
+            result = _measure_reference(ctx, name, reference)
         finally:
-            ceiling.stop()
+            reference.stop()
+        rows.append(scenarios.ceiling_row(name, result, ctx.ceilings))
         ctx.ceilings[name] = result
-        rows.append(scenarios.ceiling_row(name, result))
     return rows
+
+
+def _measure_reference(ctx: scenarios.Context, name: str, reference: CeilingServer) -> WrkResult:
+    """The one-insert route gets the send's requests; the others answer every GET alike."""
+    if name == "insert":
+        data_file = ctx.data.write_lua(ctx.workdir / "bench-data.lua")
+        return scenarios.measure(ctx, reference.url, "send.lua", data_file, reference.pid)
+    return scenarios.measure(ctx, reference.url, "fixed.lua", None, reference.pid)
 
 
 def _guarded(ctx: scenarios.Context, name: str, runner: Callable[[], list[Row]]) -> list[Row]:

@@ -6,10 +6,11 @@ database and Redis) in its own process, runs its lifespan and calls it as an ASG
 the requests the wrk scripts make: reads one at a time, after one pass over the same calls
 (so no measured read marks messages received: that durable write is the HTTP rows'
 business); sends 32 at a time (so that group commit batches them as under load), after a
-warm-up. The smallest Litestar route and, on SQLite, the one-query route are called the
-same way, so each route's ratio to them says what our code costs beside the framework's,
-with the server and the network taken out. The machine's own speed still varies between
-runs (compare ratios within one run, as with the HTTP rows). Reported, not a target: the
+warm-up. The smallest Litestar route and, on SQLite, the one-query route (with GETs) and
+the one-insert route (with the sends, on a copy of the database) are called the same way,
+so each route's cost beside theirs says what our code costs beside the framework's, with
+the server and the network taken out. The machine's own speed still varies between runs
+(compare within one run, as with the HTTP rows). Reported, not a target: the
 targets are the HTTP ratios.
 """
 
@@ -22,6 +23,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench import ceiling, seed
@@ -147,12 +149,20 @@ def scenario(ctx: Context) -> list[Row]:
     (four_behind,) = asyncio.run(seed.sync_cursors(ctx.server, ctx.data, (4,)))
     data = dataclasses.replace(ctx.data, after=four_behind)
     sizes = ctx.opts.sizes
-    results = asyncio.run(costs(settings, data, sizes.inprocess_calls, sizes.inprocess_warmup))
-    return rows(results, sizes.inprocess_calls)
+    insert_db = None
+    if database_scheme(settings.database_url) == "sqlite":
+        insert_db = ctx.workdir / "insert-reference-in-process.db"
+        ceiling.copy_database(Path(sqlite_path(settings.database_url)), insert_db)
+    count, warmup = sizes.inprocess_calls, sizes.inprocess_warmup
+    results = asyncio.run(costs(settings, data, count, warmup, insert_db))
+    return rows(results, count)
 
 
-async def costs(settings: Settings, data: BenchData, count: int, warmup: int) -> dict[str, Cost]:
-    """Each reference's and each route's cost, the references first."""
+async def costs(
+    settings: Settings, data: BenchData, count: int, warmup: int, insert_db: Path | None
+) -> dict[str, Cost]:
+    """Each reference's and each route's cost, the references first (on SQLite, the
+    one-insert route on ``insert_db``, a copy of the database)."""
     app = create_app(settings)
     tune_garbage_collector()  # as the server's worker does (chatserver.asgi)
     references: dict[str, App] = {
@@ -167,6 +177,8 @@ async def costs(settings: Settings, data: BenchData, count: int, warmup: int) ->
         name: await measure(reference, [ceiling_call] * count, [ceiling_call] * warmup)
         for name, reference in references.items()
     }
+    if insert_db is not None:
+        results["insert"] = await _insert_cost(insert_db, data, count, warmup)
     requests = Requests(data)
     async with app.lifespan():
         for route in ROUTES:
@@ -181,9 +193,21 @@ async def costs(settings: Settings, data: BenchData, count: int, warmup: int) ->
     return results
 
 
+async def _insert_cost(path: Path, data: BenchData, count: int, warmup: int) -> Cost:
+    """The one-insert route with the send's calls, 32 at a time as the sends."""
+    os.environ[ceiling.WRITE_DB_PATH_ENV] = str(path)
+    requests = Requests(data, seed=2)
+    insert = ceiling.insert_route()
+    async with insert.lifespan():
+        calls = [requests.make("send") for _ in range(count)]
+        warm = [requests.make("send") for _ in range(warmup)]
+        return await measure(insert, calls, warm, SEND_BATCH)
+
+
 LABELS = {
     "litestar": "smallest Litestar route",
     "query": "Litestar route + one sqlite3 query",
+    "insert": "Litestar route + one durable INSERT",
     "sync": "sync (4 new messages)",
 }
 

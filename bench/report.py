@@ -104,7 +104,7 @@ def markdown(rows: list[Row], info: dict[str, Any]) -> str:
         out += [
             "",
             "| Scenario | req/s | p50 ms | p99 ms | vs raw ASGI | vs Litestar route "
-            "| vs one-query route | errors | target | |",
+            "| vs one-query (reads) / one-insert (send) route | errors | target | |",
             "|---|--:|--:|--:|--:|--:|--:|--:|---|---|",
         ]
         for r in http:
@@ -113,7 +113,7 @@ def markdown(rows: list[Row], info: dict[str, Any]) -> str:
             out.append(
                 f"| {name} | {_num(m.get('rps'), 0)} | {_num(m.get('p50_ms'), 2)} "
                 f"| {_num(m.get('p99_ms'), 2)} | {pct(m.get('vs_raw'))} "
-                f"| {pct(m.get('vs_litestar'))} | {pct(m.get('vs_query'))} "
+                f"| {pct(m.get('vs_litestar'))} | {pct(m.get('vs_query', m.get('vs_insert')))} "
                 f"| {_errors(r)} | {r.target} | {_met(r)} |"
             )
     big = [r for r in rows if r.kind == "big"]

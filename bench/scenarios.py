@@ -46,9 +46,9 @@ class Context:
 def wrk_row(scenario: str, case: str, result: WrkResult, ctx: Context | None) -> Row:
     metrics: dict[str, Any] = result.to_json()
     if ctx is not None:
-        for name, key in (("raw", "vs_raw"), ("litestar", "vs_litestar"), ("query", "vs_query")):
-            ceiling = ctx.ceilings.get(name)
-            metrics[key] = result.rps / ceiling.rps if ceiling and ceiling.rps else None
+        like_for_like = "insert" if scenario in WRITE_SCENARIOS else "query"
+        for name in ("raw", "litestar", like_for_like):
+            metrics[f"vs_{name}"] = _ratio(result, ctx.ceilings.get(name))
     row = Row(scenario=scenario, case=case, kind="http", metrics=metrics, errors=result.errors)
     if result.errors:
         row.error_detail.append(
@@ -99,13 +99,23 @@ REFERENCE_LABELS = {
     "raw": "ceiling: raw ASGI app",
     "litestar": "ceiling: smallest Litestar route",
     "query": "reference: Litestar route + one sqlite3 query",
+    "insert": "reference: Litestar route + one durable INSERT",
 }
+# Compared with the one-insert route instead of the one-query route.
+WRITE_SCENARIOS = frozenset({"send"})
 
 
-def ceiling_row(name: str, result: WrkResult) -> Row:
+def ceiling_row(name: str, result: WrkResult, ceilings: dict[str, WrkResult]) -> Row:
+    """A reference's row, with its ratio to each ceiling measured before it."""
     row = wrk_row(REFERENCE_LABELS[name], "", result, None)
-    row.metrics.update(vs_raw=None, vs_litestar=None, vs_query=None)
+    row.metrics.update(vs_query=None, vs_insert=None)
+    for base in ("raw", "litestar"):
+        row.metrics[f"vs_{base}"] = None if base == name else _ratio(result, ceilings.get(base))
     return row
+
+
+def _ratio(result: WrkResult, reference: WrkResult | None) -> float | None:
+    return result.rps / reference.rps if reference and reference.rps else None
 
 
 # --------------------------------------------------------------------------- HTTP scenarios
