@@ -31,6 +31,7 @@ from typing import Any
 import msgspec
 from litestar import Litestar, MediaType, Request, get, post
 
+from chatserver.asgi import tune_garbage_collector
 from chatserver.db import SqliteDatabase
 
 BODY_SIZE_ENV = "BENCH_BODY_SIZE"
@@ -119,7 +120,11 @@ async def latest_messages() -> bytes:
     return msgspec.json.encode(rows)
 
 
-query_app = Litestar(route_handlers=[latest_messages], logging_config=None)
+# The two reference routes start as chatserver's worker does (chatserver.asgi): with its
+# garbage-collector settings, so that they differ from our routes only by our work.
+query_app = Litestar(
+    route_handlers=[latest_messages], on_startup=[tune_garbage_collector], logging_config=None
+)
 
 
 class NewMessage(msgspec.Struct):
@@ -151,10 +156,13 @@ def insert_route() -> Litestar:
     """The one-insert route (``insert_app``), with its own database handle.
 
     ``GET /`` answers the fixed body, for the harness's health check."""
-    state: dict[str, SqliteDatabase] = {}
+    state: dict[str, Any] = {}
 
     async def open_database() -> None:
+        # Read once here, not per request: the reference should pay only for its insert.
+        state["users"] = int(os.environ[USERS_ENV])
         state["db"] = SqliteDatabase(os.environ[WRITE_DB_PATH_ENV])
+        tune_garbage_collector()
 
     async def close_database() -> None:
         await state["db"].close()
@@ -162,10 +170,11 @@ def insert_route() -> Litestar:
     @post("/api/v1/chats/", status_code=201, media_type=MediaType.JSON)
     async def insert_message(request: Request[Any, Any, Any]) -> bytes:
         body = _decode_new_message(await request.body())
-        sender = _other_user(body.user_id, int(os.environ[USERS_ENV]))
+        sender = _other_user(body.user_id, state["users"])
         now = time.time_ns() // 1000
         lo, hi = sorted((sender, body.user_id))
-        async with state["db"].transaction() as conn:
+        db: SqliteDatabase = state["db"]
+        async with db.transaction() as conn:
             message_id = await conn.fetch_val(
                 INSERT_MESSAGE, sender, body.user_id, body.message, now, lo, hi
             )
