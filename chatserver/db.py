@@ -3,10 +3,11 @@
 SQL is written once, in ``store.py``, with ``$1``-style parameters (asyncpg's own form); for
 SQLite they become ``?1`` (SQLite's numbered form), so every statement runs unchanged on both.
 
-SQLite: short indexed reads run directly on the event loop (about 30 µs each, cheaper than a
-hop to a thread). Writes share one connection and are group-committed: each transaction runs
-inside its own SAVEPOINT of a shared open transaction, and one COMMIT (with its fsync, on a
-worker thread) makes a whole batch durable at once. A caller's ``transaction()`` only returns
+SQLite: short indexed reads run directly on the event loop (microseconds each, far cheaper
+than a hop to a thread), and the reads of one loop turn share one snapshot
+(``ReaderContext``). Writes share one connection and are group-committed: each transaction
+runs inside its own SAVEPOINT of a shared open transaction, and one COMMIT (with its fsync,
+on a worker thread) makes a whole batch durable at once. A caller's ``transaction()`` only returns
 after the COMMIT that contains its writes, so a ``201`` always means "on disk".
 
 PostgreSQL: an asyncpg pool; each transaction is its own (PostgreSQL group-commits itself).
@@ -180,21 +181,58 @@ class SqliteConn:
 
 
 class ReaderContext:
-    """``async with`` for the one shared read connection: nothing to acquire or release.
+    """``async with`` for the one shared read connection: the reads of one turn of the event
+    loop share one read transaction (one snapshot).
+
+    In autocommit mode every statement is a read transaction of its own, and each one
+    takes and drops a read lock on the WAL index (two ``fcntl`` calls) and checks the
+    database file's size (an ``fstat``): about 3 µs a statement, half of a short indexed
+    read (measured). Here the first read of a turn opens the transaction and the start of
+    the next turn ends it, so a busy loop pays that once for all the requests it serves in
+    a turn (served, 4–10 % less CPU per read request, measured).
+
+    It never hides a write anyone was told about. The end of a snapshot is queued when it
+    opens; a writer's wake-up is queued only once its COMMIT is seen finished. So a
+    snapshot older than the COMMIT has ended before the writer resumes to send its 201 or
+    publish its events, and a request that arrives after that (from any process) is run
+    after the end of every snapshot opened before it arrived: whoever knows of a write
+    reads a snapshot taken after it. The reads of one request also agree with each other
+    (a count and its page come from one snapshot). A snapshot lasts one turn, so it holds
+    the WAL back from a checkpoint no longer than a long statement would.
 
     A class, not an ``asynccontextmanager``: every read route enters it, and a generator
     based one costs about 1 µs more a request (measured)."""
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "_open", "_raw")
 
-    def __init__(self, conn: SqliteConn) -> None:
+    def __init__(self, conn: SqliteConn, raw: sqlite3.Connection) -> None:
         self._conn = conn
+        self._raw = raw
+        self._open = False
 
     async def __aenter__(self) -> SqliteConn:
+        if not self._open:
+            # Deferred: the snapshot is taken by the first SELECT, right after this.
+            self._raw.execute("BEGIN")
+            self._open = True
+            asyncio.get_running_loop().call_soon(self.end)
         return self._conn
 
     async def __aexit__(self, *_: object) -> None:
         return None
+
+    def end(self) -> None:
+        """End the turn's read transaction, if one is open (SQLite ends it itself on some
+        errors)."""
+        if not self._open:
+            return
+        self._open = False
+        if self._raw.in_transaction:
+            self._raw.execute("COMMIT")
+
+    def close(self) -> None:
+        self.end()
+        self._raw.close()
 
 
 class SqliteDatabase:
@@ -203,8 +241,9 @@ class SqliteDatabase:
     dialect = "sqlite"
 
     def __init__(self, path: str) -> None:
-        self._reader = SqliteConn(sqlite_connect(path))
-        self._read_context = ReaderContext(self._reader)
+        read_conn = sqlite_connect(path)
+        self._reader = SqliteConn(read_conn)
+        self._read_context = ReaderContext(self._reader, read_conn)
         self._write_conn = sqlite_connect(path)
         self._write_conn.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoint_forever
         self._writer = SqliteConn(self._write_conn)
@@ -342,7 +381,7 @@ class SqliteDatabase:
         await asyncio.gather(*self._batch, return_exceptions=True)
         async with self._lock:
             self._committer.shutdown()
-            self._reader._conn.close()
+            self._read_context.close()
             self._write_conn.close()
             self._checkpoint_conn.close()
 

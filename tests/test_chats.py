@@ -14,7 +14,7 @@ from litestar.testing import AsyncTestClient
 
 from chatserver.app import create_app
 from chatserver.config import Settings, sqlite_path
-from chatserver.db import Conn, SqliteDatabase, open_database
+from chatserver.db import Conn, SqliteConn, SqliteDatabase, open_database
 from chatserver.migrations import upgrade
 from chatserver.store import MessageRow
 from chatserver.views import MessageCache
@@ -992,3 +992,41 @@ async def test_a_sqlite_transaction_that_suspends_keeps_other_writers_out(
     async with asyncio.timeout(10):
         await asyncio.gather(first, *others)
     assert await count_users(sqlite_db) == 4
+
+
+@asynccontextmanager
+async def other_connection(sqlite_url: str) -> AsyncIterator[sqlite3.Connection]:
+    """A second connection to the file, as another process would have (no busy wait)."""
+    other = sqlite3.connect(sqlite_path(sqlite_url), timeout=0, isolation_level=None)
+    try:
+        yield other
+    finally:
+        other.close()
+
+
+async def test_the_reads_of_one_loop_turn_share_a_snapshot_and_the_next_turn_sees_new_writes(
+    sqlite_db: SqliteDatabase, sqlite_url: str
+) -> None:
+    """Reads share one read transaction per turn of the event loop (one lock and size
+    check instead of one per statement); a write committed meanwhile, here by another
+    process, is seen from the next turn on."""
+    async with other_connection(sqlite_url) as other:
+        assert await count_users(sqlite_db) == 0
+        await insert_user(SqliteConn(other), "elsewhere")  # committed at once (autocommit)
+        assert await count_users(sqlite_db) == 0  # the same turn, the same snapshot
+        await asyncio.sleep(0)
+        assert await count_users(sqlite_db) == 1
+
+
+async def test_a_turns_read_snapshot_does_not_outlive_the_turn(
+    sqlite_db: SqliteDatabase, sqlite_url: str
+) -> None:
+    """A snapshot held on would keep the WAL from being checkpointed and reset; the next
+    turn ends it, so a full checkpoint that the snapshot blocks succeeds after it."""
+    await write_user(sqlite_db, "someone")  # a frame in the WAL
+    async with other_connection(sqlite_url) as other:
+        assert await count_users(sqlite_db) == 1
+        busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 1  # the open snapshot still reads the WAL
+        await asyncio.sleep(0)
+        assert other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone() == (0, 0, 0)
