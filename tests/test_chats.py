@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -1030,3 +1031,32 @@ async def test_a_turns_read_snapshot_does_not_outlive_the_turn(
         assert busy == 1  # the open snapshot still reads the WAL
         await asyncio.sleep(0)
         assert other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone() == (0, 0, 0)
+
+
+def wal_size(sqlite_url: str) -> int:
+    return Path(sqlite_path(sqlite_url) + "-wal").stat().st_size
+
+
+async def test_a_large_wal_is_started_over_between_two_batches(
+    sqlite_db: SqliteDatabase, sqlite_url: str
+) -> None:
+    """SQLite starts the WAL over only when a writer finds it wholly copied back and no
+    reader in it; under a steady stream of writes that moment never comes and the file
+    grows without end. When the checkpointer finds the WAL large, the next batch is
+    followed by a checkpoint that holds the writers back until the WAL can start over:
+    the batches after it overwrite the file instead of growing it."""
+    for n in range(30):
+        await write_user(sqlite_db, f"user{n}")
+    async with other_connection(sqlite_url) as reader:
+        reader.execute("BEGIN")  # another process, reading: it holds the WAL
+        reader.execute("SELECT count(*) FROM users").fetchone()
+        await sqlite_db._passive_checkpoint()  # copies every frame back, yet
+        await write_user(sqlite_db, "appended")  # this batch cannot start the WAL over
+        reader.execute("COMMIT")
+    sqlite_db._restart_due = True  # what the checkpointer decides for a large WAL
+    await write_user(sqlite_db, "the last one appended")  # then the restart
+    grown = wal_size(sqlite_url)
+    for n in range(20):
+        await write_user(sqlite_db, f"later{n}")
+    assert wal_size(sqlite_url) == grown
+    assert await count_users(sqlite_db) == 52
