@@ -217,9 +217,10 @@ class ReaderContext:
 
     async def __aenter__(self) -> SqliteConn:
         if not self._open:
-            # Deferred: the snapshot is taken by the first SELECT, right after this.
-            self._raw.execute("BEGIN")
             self._open = True
+            if not self._raw.in_transaction:
+                # Deferred: the snapshot is taken by the first SELECT, right after this.
+                self._raw.execute("BEGIN")
             asyncio.get_running_loop().call_soon(self.end)
         return self._conn
 
