@@ -857,6 +857,16 @@ async def sqlite_db(sqlite_url: str) -> AsyncIterator[SqliteDatabase]:
         await db.close()
 
 
+@asynccontextmanager
+async def other_connection(sqlite_url: str) -> AsyncIterator[sqlite3.Connection]:
+    """A second connection to the file, as another process would have (no busy wait)."""
+    other = sqlite3.connect(sqlite_path(sqlite_url), timeout=0, isolation_level=None)
+    try:
+        yield other
+    finally:
+        other.close()
+
+
 async def insert_user(conn: Conn, name: str) -> None:
     await conn.execute(
         "INSERT INTO users (username, username_key, email, email_key, password_hash,"
@@ -957,12 +967,9 @@ async def test_a_failed_sqlite_transaction_leaves_the_database_free_to_write(
 
     with pytest.raises(RuntimeError):
         await failing_write()
-    other = sqlite3.connect(sqlite_path(sqlite_url), timeout=0, isolation_level=None)
-    try:
+    async with other_connection(sqlite_url) as other:
         other.execute("BEGIN IMMEDIATE")  # 'database is locked' if the batch were open
         other.execute("ROLLBACK")
-    finally:
-        other.close()
     assert await count_users(sqlite_db) == 0
 
 
@@ -993,16 +1000,6 @@ async def test_a_sqlite_transaction_that_suspends_keeps_other_writers_out(
     async with asyncio.timeout(10):
         await asyncio.gather(first, *others)
     assert await count_users(sqlite_db) == 4
-
-
-@asynccontextmanager
-async def other_connection(sqlite_url: str) -> AsyncIterator[sqlite3.Connection]:
-    """A second connection to the file, as another process would have (no busy wait)."""
-    other = sqlite3.connect(sqlite_path(sqlite_url), timeout=0, isolation_level=None)
-    try:
-        yield other
-    finally:
-        other.close()
 
 
 async def test_the_reads_of_one_loop_turn_share_a_snapshot_and_the_next_turn_sees_new_writes(
