@@ -204,6 +204,20 @@ def tree_cpu_seconds(root: int) -> float:
     return sum(cpu_seconds(pid) for pid in process_tree(root))
 
 
+def machine_cpu_ticks() -> tuple[int, int]:
+    """(steal, total) clock ticks of all CPUs since boot, from /proc/stat.
+
+    Steal is time a virtual CPU was ready to run but the hypervisor ran something else:
+    on a shared VM it comes in pauses that every latency measured meanwhile includes."""
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return 0, 0
+    # cpu user nice system idle iowait irq softirq steal (guest time is already in user)
+    ticks = [int(value) for value in first[1:9]]
+    return (ticks[7] if len(ticks) > 7 else 0), sum(ticks)
+
+
 def thread_cpu_seconds(pid: int) -> dict[int, float]:
     out: dict[int, float] = {}
     try:

@@ -27,6 +27,8 @@ FANOUT_P99_TARGET_MS = 50.0
 IDLE_SOCKET_TARGET_KIB = 30.0
 STARTUP_TARGET_S = 1.0
 IDLE_RSS_TARGET_MIB = 80.0
+# A run is noted when the hypervisor took at least this share of the machine's CPU time.
+STEAL_NOTE_SHARE = 0.05
 
 
 @dataclass
@@ -54,6 +56,11 @@ def wrk_row(scenario: str, case: str, result: WrkResult, ctx: Context | None) ->
         row.error_detail.append(
             f"{result.status_errors} responses with status >= 400, "
             f"{result.socket_errors} socket errors/timeouts out of {result.requests} requests"
+        )
+    if result.steal >= STEAL_NOTE_SHARE:
+        row.notes.append(
+            f"the hypervisor took {100 * result.steal:.0f} % of the machine's CPU time during "
+            "the run (steal): its pauses are in the latencies"
         )
     if result.generator_saturated:
         row.notes.append(

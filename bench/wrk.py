@@ -32,6 +32,7 @@ class WrkResult:
     generator_cpu: float  # cores used by wrk over the run
     generator_max_thread: float  # busiest wrk thread, share of one core
     server_cpu: float  # cores used by the server tree over the run (when known)
+    steal: float = 0.0  # share of the machine's CPU time the hypervisor took over the run
 
     @property
     def errors(self) -> int:
@@ -56,6 +57,7 @@ class WrkResult:
             "generator_busiest_thread": round(self.generator_max_thread, 3),
             "generator_saturated": self.generator_saturated,
             "server_cpu_cores": round(self.server_cpu, 3),
+            "machine_steal_share": round(self.steal, 3),
         }
 
 
@@ -87,6 +89,7 @@ class _CpuSampler(threading.Thread):
         self.last_threads: dict[int, float] = {}
         self.last_server = self.server_cpu0
         self.last_t = self.t0
+        self.ticks0 = self.last_ticks = procs.machine_cpu_ticks()
 
     def run(self) -> None:
         while not self.stop_event.wait(0.25):
@@ -100,6 +103,7 @@ class _CpuSampler(threading.Thread):
             self.last_threads.update(threads)
             if moved:
                 self.last_server, self.last_t = server, time.monotonic()
+                self.last_ticks = procs.machine_cpu_ticks()
 
     def result(self) -> tuple[float, float, float]:
         elapsed = max(self.last_t - self.t0, 1e-6)
@@ -107,6 +111,12 @@ class _CpuSampler(threading.Thread):
         busiest = max(self.last_threads.values(), default=0.0) / elapsed
         server = (self.last_server - self.server_cpu0) / elapsed
         return gen_total, busiest, server
+
+    def steal(self) -> float:
+        """The share of all CPUs' time stolen by the hypervisor while wrk ran."""
+        steal = self.last_ticks[0] - self.ticks0[0]
+        total = self.last_ticks[1] - self.ticks0[1]
+        return steal / total if total > 0 else 0.0
 
 
 def run_wrk(
@@ -169,4 +179,5 @@ def run_wrk(
         generator_cpu=gen_total,
         generator_max_thread=busiest,
         server_cpu=server_cpu,
+        steal=sampler.steal(),
     )
