@@ -218,6 +218,12 @@ def machine_cpu_ticks() -> tuple[int, int]:
     return (ticks[7] if len(ticks) > 7 else 0), sum(ticks)
 
 
+def steal_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of all CPUs' time the hypervisor took between two ``machine_cpu_ticks``."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else 0.0
+
+
 def thread_cpu_seconds(pid: int) -> dict[int, float]:
     out: dict[int, float] = {}
     try:

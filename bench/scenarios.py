@@ -57,11 +57,7 @@ def wrk_row(scenario: str, case: str, result: WrkResult, ctx: Context | None) ->
             f"{result.status_errors} responses with status >= 400, "
             f"{result.socket_errors} socket errors/timeouts out of {result.requests} requests"
         )
-    if result.steal >= STEAL_NOTE_SHARE:
-        row.notes.append(
-            f"the hypervisor took {100 * result.steal:.0f} % of the machine's CPU time during "
-            "the run (steal): its pauses are in the latencies"
-        )
+    _note_steal(row, result.steal)
     if result.generator_saturated:
         row.notes.append(
             "load generator saturated: busiest wrk thread at "
@@ -69,6 +65,15 @@ def wrk_row(scenario: str, case: str, result: WrkResult, ctx: Context | None) ->
             "not the server's limit"
         )
     return row
+
+
+def _note_steal(row: Row, share: float) -> None:
+    row.metrics["machine_steal_share"] = round(share, 3)
+    if share >= STEAL_NOTE_SHARE:
+        row.notes.append(
+            f"the hypervisor took {100 * share:.0f} % of the machine's CPU time during "
+            "the run (steal): its pauses are in the latencies"
+        )
 
 
 def measure(
@@ -447,8 +452,10 @@ def _fanout_once(ctx: Context, sockets: int) -> list[Row]:
         connected = fleet.connect(timeout=300)
         time.sleep(1)
         fleet.measure()
+        ticks = procs.machine_cpu_ticks()
         sent = ws.run_sender(server.base_url, senders, sizes.fanout_rate, sizes.fanout_duration)
         time.sleep(sizes.fanout_grace)
+        steal = procs.steal_share(ticks, procs.machine_cpu_ticks())
         result = fleet.stop()
     finally:
         fleet.close()
@@ -512,6 +519,7 @@ def _fanout_once(ctx: Context, sockets: int) -> list[Row]:
         f"{len(sent.sent):,} messages sent at {sent.achieved_rate:.0f}/s, {expected:,} deliveries "
         f"expected (every socket of sender and recipient), {early} arrived before the 201"
     )
+    _note_steal(row, steal)
     if result.generator_cpu_max >= 0.9 or sent.cpu >= 0.9:
         row.notes.append(
             f"load generator saturated (receiver process {100 * result.generator_cpu_max:.0f} %, "

@@ -114,9 +114,7 @@ class _CpuSampler(threading.Thread):
 
     def steal(self) -> float:
         """The share of all CPUs' time stolen by the hypervisor while wrk ran."""
-        steal = self.last_ticks[0] - self.ticks0[0]
-        total = self.last_ticks[1] - self.ticks0[1]
-        return steal / total if total > 0 else 0.0
+        return procs.steal_share(self.ticks0, self.last_ticks)
 
 
 def run_wrk(
