@@ -57,7 +57,6 @@ class WrkResult:
             "generator_busiest_thread": round(self.generator_max_thread, 3),
             "generator_saturated": self.generator_saturated,
             "server_cpu_cores": round(self.server_cpu, 3),
-            "machine_steal_share": round(self.steal, 3),
         }
 
 
