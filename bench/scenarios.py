@@ -284,6 +284,8 @@ def big_inbox(ctx: Context) -> list[Row]:
                 "small_messages": pos_small["count"],
             },
         )
+        # The ratio compares two runs: a pause in either moves it.
+        _note_steal(row, max(result.steal for result in res.values()))
         if errors:
             row.error_detail.append(f"{errors} failed requests (status >= 400 or socket errors)")
         if ctx.zero_errors_target:
