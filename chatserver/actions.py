@@ -163,10 +163,7 @@ async def read_messages(
     """A page of the caller's messages; marks what it returns as received (the spec's rule)."""
     offset = 0 if f.has_cursor else (page - 1) * page_size
     async with s.db.read() as conn:
-        if f.is_plain_inbox and not f.has_cursor:
-            count, ids = await store.inbox_page(conn, f.user_id, offset, page_size)
-        else:
-            count, ids = await _count_and_ids(conn, f, offset, page_size)
+        count, ids = await _count_and_ids(conn, f, offset, page_size)
         rows = await _load_messages(s, conn, ids)
     rows = await _mark_fetched(s, user_id, rows)
     return Page(count, rows)
@@ -177,9 +174,14 @@ async def _count_and_ids(
 ) -> tuple[int, list[int]]:
     """How many messages match, and the page's ids.
 
-    A first page (every cursor read is one) that is not full holds every match, so its
-    length is the count: the usual sync or short conversation needs no count statement.
-    A later page counts first, and skips the listing when it starts past the end."""
+    An inbox or conversation page reads its count with its ids, in one statement. Of the
+    other reads, a first page (every cursor read is one) that is not full holds every
+    match, so its length is the count: the usual sync needs no count statement. A later
+    page counts first, and skips the listing when it starts past the end."""
+    if not f.unread and not f.has_cursor:
+        if f.with_user is None:
+            return await store.inbox_page(conn, f.user_id, offset, page_size)
+        return await store.conversation_page(conn, f.user_id, f.with_user, offset, page_size)
     if offset == 0:
         ids = await store.list_message_ids(conn, f, page_size, 0)
         count = len(ids) if len(ids) < page_size else await store.count_messages(conn, f)
