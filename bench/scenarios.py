@@ -138,6 +138,8 @@ def http_scenario(ctx: Context, name: str) -> list[Row]:
         return [_login(ctx)]
     if name == "sync":
         return _sync(ctx)
+    if name == "conversation":
+        return _conversation(ctx)
     return [_targeted_run(ctx, name, "")]
 
 
@@ -166,8 +168,28 @@ def _sync(ctx: Context) -> list[Row]:
     return rows
 
 
-def _targeted_run(ctx: Context, name: str, case: str) -> Row:
-    data_file = ctx.data.write_lua(ctx.workdir / "bench-data.lua")
+def _conversation(ctx: Context) -> list[Row]:
+    """``?with=`` a neighbour. Each seeded conversation fits on a 10-message page, which is
+    then its own count; pages one message shorter than the conversation are full, so they
+    read its count too, as every page of a long conversation does but its last."""
+    sizes = ctx.opts.sizes
+    per_conversation = sizes.messages_per_user // max(1, min(sizes.partners, sizes.users - 1))
+    full_page = max(1, per_conversation - 1)
+    rows = [_targeted_run(ctx, "conversation", "fits on its page")]
+    rows.append(
+        _targeted_run(
+            ctx,
+            "conversation",
+            f"a full page of {full_page}",
+            conversation_page_size=full_page,
+        )
+    )
+    return rows
+
+
+def _targeted_run(ctx: Context, name: str, case: str, **lua_data: Any) -> Row:
+    """A wrk run of ``{name}.lua`` against its target; ``lua_data`` adds to its data table."""
+    data_file = ctx.data.write_lua(ctx.workdir / "bench-data.lua", **lua_data)
     result = measure(ctx, ctx.server.base_url + "/", f"{name}.lua", data_file, ctx.server.pid)
     row = wrk_row(name, case, result, ctx)
     goal = HTTP_TARGETS.get(name)

@@ -47,7 +47,9 @@ end
 function M.conversation_request(i)
   local partners = M.data.partners[i]
   local other = partners[math.random(#partners)]
-  return wrk.format("GET", "/api/v1/chats/?with=" .. other .. "&page=1&page_size=10", M.headers[i])
+  local size = M.data.conversation_page_size or 10
+  return wrk.format("GET", "/api/v1/chats/?with=" .. other .. "&page=1&page_size=" .. size,
+    M.headers[i])
 end
 
 function M.sync_request(i)
