@@ -477,8 +477,11 @@ def _fanout_once(ctx: Context, sockets: int) -> list[Row]:
         time.sleep(1)
         fleet.measure()
         ticks = procs.machine_cpu_ticks()
+        cpu0, t0 = procs.tree_cpu_seconds(server.pid), time.monotonic()
         sent = ws.run_sender(server.base_url, senders, sizes.fanout_rate, sizes.fanout_duration)
+        server_cores = (procs.tree_cpu_seconds(server.pid) - cpu0) / (time.monotonic() - t0)
         time.sleep(sizes.fanout_grace)
+        server_seconds = procs.tree_cpu_seconds(server.pid) - cpu0  # every delivery included
         steal = procs.steal_share(ticks, procs.machine_cpu_ticks())
         result = fleet.stop()
     finally:
@@ -530,6 +533,8 @@ def _fanout_once(ctx: Context, sockets: int) -> list[Row]:
         "socket_errors": socket_errors,
         "sender_cpu": sent.cpu,
         "receiver_cpu_max": result.generator_cpu_max,
+        "server_cores": server_cores,
+        "server_cpu_per_delivery_us": server_seconds / expected * 1e6 if expected else None,
     }
     row = Row(
         scenario="fanout",
@@ -543,6 +548,11 @@ def _fanout_once(ctx: Context, sockets: int) -> list[Row]:
         f"{len(sent.sent):,} messages sent at {sent.achieved_rate:.0f}/s, {expected:,} deliveries "
         f"expected (every socket of sender and recipient), {early} arrived before the 201"
     )
+    if expected:
+        row.notes.append(
+            f"server: {server_cores:.2f} of a core while the sender ran, "
+            f"{server_seconds / expected * 1e6:.0f} µs of CPU per delivery (the POSTs included)"
+        )
     _note_steal(row, steal)
     if result.generator_cpu_max >= 0.9 or sent.cpu >= 0.9:
         row.notes.append(
