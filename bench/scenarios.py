@@ -173,8 +173,8 @@ def _conversation(ctx: Context) -> list[Row]:
     then its own count; pages one message shorter than the conversation are full, so they
     read its count too, as every page of a long conversation does but its last."""
     sizes = ctx.opts.sizes
-    per_conversation = sizes.messages_per_user // max(1, min(sizes.partners, sizes.users - 1))
-    full_page = max(1, per_conversation - 1)
+    shortest = seed.shortest_conversation(sizes.users, sizes.messages_per_user, sizes.partners)
+    full_page = max(1, shortest - 1)
     rows = [_targeted_run(ctx, "conversation", "fits on its page")]
     rows.append(
         _targeted_run(

@@ -148,13 +148,23 @@ async def create_users(server: ChatServer, prefix: str, count: int) -> list[User
         )
 
 
+def partner_count(users: int, partners: int) -> int:
+    """How many of the next users each user writes to (at least one, never itself)."""
+    return max(1, min(partners, users - 1))
+
+
+def shortest_conversation(users: int, messages_per_user: int, partners: int) -> int:
+    """The fewest messages any seeded conversation holds (``seed`` writes round-robin)."""
+    return messages_per_user // partner_count(users, partners)
+
+
 async def seed(server: ChatServer, users: int, messages_per_user: int, partners: int) -> BenchData:
     """``users`` users, each sending ``messages_per_user`` messages to its next ``partners``."""
     t0 = time.monotonic()
     people = await create_users(server, "bench", users)
     print(f"  created {users} users in {time.monotonic() - t0:.1f}s", flush=True)
     n = len(people)
-    k = max(1, min(partners, n - 1))
+    k = partner_count(n, partners)
     partner_ids = [
         sorted({people[(i + d) % n].id for d in range(-k, k + 1) if d != 0}) for i in range(n)
     ]
