@@ -175,16 +175,12 @@ def _conversation(ctx: Context) -> list[Row]:
     sizes = ctx.opts.sizes
     shortest = seed.shortest_conversation(sizes.users, sizes.messages_per_user, sizes.partners)
     full_page = max(1, shortest - 1)
-    rows = [_targeted_run(ctx, "conversation", "fits on its page")]
-    rows.append(
+    return [
+        _targeted_run(ctx, "conversation", "fits on its page"),
         _targeted_run(
-            ctx,
-            "conversation",
-            f"a full page of {full_page}",
-            conversation_page_size=full_page,
-        )
-    )
-    return rows
+            ctx, "conversation", f"a full page of {full_page}", conversation_page_size=full_page
+        ),
+    ]
 
 
 def _targeted_run(ctx: Context, name: str, case: str, **lua_data: Any) -> Row:
@@ -517,6 +513,7 @@ def _fanout_once(ctx: Context, sockets: int) -> list[Row]:
     p50 = _percentile(latencies, 50)
     p99 = _percentile(latencies, 99)
     mx = latencies[-1] if latencies else None
+    per_delivery_us = server_seconds / expected * 1e6 if expected else None
     metrics = {
         "sockets": sockets,
         "connected": connected,
@@ -534,7 +531,7 @@ def _fanout_once(ctx: Context, sockets: int) -> list[Row]:
         "sender_cpu": sent.cpu,
         "receiver_cpu_max": result.generator_cpu_max,
         "server_cores": server_cores,
-        "server_cpu_per_delivery_us": server_seconds / expected * 1e6 if expected else None,
+        "server_cpu_per_delivery_us": per_delivery_us,
     }
     row = Row(
         scenario="fanout",
@@ -548,10 +545,10 @@ def _fanout_once(ctx: Context, sockets: int) -> list[Row]:
         f"{len(sent.sent):,} messages sent at {sent.achieved_rate:.0f}/s, {expected:,} deliveries "
         f"expected (every socket of sender and recipient), {early} arrived before the 201"
     )
-    if expected:
+    if per_delivery_us is not None:
         row.notes.append(
             f"server: {server_cores:.2f} of a core while the sender ran, "
-            f"{server_seconds / expected * 1e6:.0f} µs of CPU per delivery (the POSTs included)"
+            f"{per_delivery_us:.0f} µs of CPU per delivery (the POSTs included)"
         )
     _note_steal(row, steal)
     if result.generator_cpu_max >= 0.9 or sent.cpu >= 0.9:
