@@ -10,13 +10,11 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.channels.backends.memory import MemoryChannelsBackend
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from chatserver import store
 from chatserver.api import chats, health, stream, tokens, users
+from chatserver.api.openapi import openapi_config
 from chatserver.auth import TokenCache
 from chatserver.config import Settings
 from chatserver.db import open_database
@@ -53,7 +51,7 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=handlers,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
-        openapi_config=_openapi_config(),
+        openapi_config=openapi_config(),
         request_max_body_size=settings.max_body_bytes,
         debug=False,
         logging_config=None,
@@ -119,46 +117,3 @@ async def _purge_idempotency_keys(services: Services) -> None:
         except Exception:  # a failed purge must not stop the server; try again later
             log.exception("purging idempotency keys failed")
         await asyncio.sleep(PURGE_INTERVAL_SECONDS)
-
-
-API_DESCRIPTION = """A direct-message chat server.
-
-**Errors** are RFC 9457 `application/problem+json`: `type`, `title`, `status`, `detail`, and
-for invalid fields `errors: {field: [message, …]}`. Besides the responses listed per route,
-any path answers 404 when it does not exist and 405 for a method it does not support; every
-response carries `X-Request-ID`.
-
-**Authentication**: `Authorization: Bearer <token>` (from `POST /api/v1/auth/token/`) or
-`Authorization: Basic <base64 username:password>`; failures answer 401 with
-`WWW-Authenticate`.
-
-**Live stream (WebSocket)** — `GET /api/v1/stream` with an upgrade: authenticate with the
-Bearer header or a first text frame `{"type": "auth", "token": "…", "after_id": 0}` within
-5 s (else close code 4401). Server events, one JSON object per text frame:
-`{"type": "message", "message": {…}}` for every message to or from you, and
-`{"type": "received", "message_ids": […], "by": <user id>, "at": "…"}` when your messages
-are fetched. `?after_id=` replays what you missed, oldest first, then goes live (no gap, no
-duplicate); without it the stream starts with messages sent from the moment you connect.
-Other client frames get `{"type": "error", …}`; frames over 64 KiB close with 1009; a
-client too slow to read is closed with 1013 and resumes with `after_id`; revoking the token
-or deleting the user closes with 4401.
-"""
-
-
-def _openapi_config() -> OpenAPIConfig:
-    schemes: dict[str, Any] = {
-        "bearer": SecurityScheme(
-            type="http", scheme="bearer", description="A token from POST /api/v1/auth/token/"
-        ),
-        "basic": SecurityScheme(type="http", scheme="basic", description="username:password"),
-    }
-    return OpenAPIConfig(
-        title="chatserver",
-        version="1.0.0",
-        description=API_DESCRIPTION,
-        path="/docs",
-        render_plugins=[SwaggerRenderPlugin(path="/")],
-        components=Components(security_schemes=schemes),
-        security=[{"bearer": []}, {"basic": []}],
-        use_handler_docstrings=True,
-    )

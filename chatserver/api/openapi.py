@@ -1,0 +1,146 @@
+"""The OpenAPI document's configuration and the interactive docs at ``/docs``, served offline.
+
+Swagger UI's files come from the ``swagger-ui-bundle-v2`` package (an unmodified Swagger UI
+release) and are served by the app itself: Litestar's own Swagger plugin loads them from a CDN,
+which renders a blank page wherever the browser has no internet. The page has no inline script
+or style, so its Content-Security-Policy allows the app's own origin only.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from litestar import Request, Router, get
+from litestar.datastructures import CacheControlHeader, ResponseHeader
+from litestar.enums import MediaType
+from litestar.exceptions import NotFoundException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import OpenAPIRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.response import File
+from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]  # no py.typed
+
+DOCS_PATH = "/docs"
+ASSET_ROUTE = "docs-asset"
+STATIC = Path(__file__).resolve().parent.parent / "static"
+
+# Only what the page loads; the bundle's other files (its demo page, source maps) stay private.
+ASSETS: dict[str, tuple[Path, str]] = {
+    "swagger-ui.css": (Path(swagger_ui_path) / "swagger-ui.css", "text/css"),
+    "swagger-ui-bundle.js": (Path(swagger_ui_path) / "swagger-ui-bundle.js", "text/javascript"),
+    "favicon-32x32.png": (Path(swagger_ui_path) / "favicon-32x32.png", "image/png"),
+    "swagger-init.js": (STATIC / "swagger-init.js", "text/javascript"),
+}
+
+# Swagger UI's stylesheet draws its icons from data: URIs; everything else is this origin.
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<link rel="icon" type="image/png" href="{favicon}">
+<link rel="stylesheet" href="{css}">
+</head>
+<body>
+<div id="swagger-ui" data-openapi-url="{spec}"></div>
+<script src="{bundle}"></script>
+<script src="{init}"></script>
+</body>
+</html>
+"""
+
+
+class OfflineSwaggerPlugin(OpenAPIRenderPlugin):
+    """Swagger UI from the app's own origin, started by a served script."""
+
+    def __init__(self) -> None:
+        super().__init__(path="/", media_type=MediaType.HTML)
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        def asset(name: str) -> str:
+            return html.escape(request.app.route_reverse(ASSET_ROUTE, file=name))
+
+        return PAGE.format(
+            title=html.escape(str(openapi_schema["info"]["title"])),
+            favicon=asset("favicon-32x32.png"),
+            css=asset("swagger-ui.css"),
+            spec=html.escape(self.get_openapi_json_route(request)),
+            bundle=asset("swagger-ui-bundle.js"),
+            init=asset("swagger-init.js"),
+        ).encode()
+
+    def receive_router(self, router: Router) -> None:
+        router.register(docs_asset)
+
+
+@get(
+    "/assets/{file:str}",
+    name=ASSET_ROUTE,
+    sync_to_thread=False,
+    cache_control=CacheControlHeader(max_age=3600),
+)
+def docs_asset(file: str) -> File:
+    """One of the files the docs page loads."""
+    if file not in ASSETS:
+        raise NotFoundException()
+    path, media_type = ASSETS[file]
+    return File(path, filename=file, media_type=media_type, content_disposition_type="inline")
+
+
+API_DESCRIPTION = """A direct-message chat server.
+
+**Errors** are RFC 9457 `application/problem+json`: `type`, `title`, `status`, `detail`, and
+for invalid fields `errors: {field: [message, …]}`. Besides the responses listed per route,
+any path answers 404 when it does not exist and 405 for a method it does not support; every
+response carries `X-Request-ID`.
+
+**Authentication**: `Authorization: Bearer <token>` (from `POST /api/v1/auth/token/`) or
+`Authorization: Basic <base64 username:password>`; failures answer 401 with
+`WWW-Authenticate`.
+
+**Live stream (WebSocket)** — `GET /api/v1/stream` with an upgrade: authenticate with the
+Bearer header or a first text frame `{"type": "auth", "token": "…", "after_id": 0}` within
+5 s (else close code 4401). Server events, one JSON object per text frame:
+`{"type": "message", "message": {…}}` for every message to or from you, and
+`{"type": "received", "message_ids": […], "by": <user id>, "at": "…"}` when your messages
+are fetched. `?after_id=` replays what you missed, oldest first, then goes live (no gap, no
+duplicate); without it the stream starts with messages sent from the moment you connect.
+Other client frames get `{"type": "error", …}`; frames over 64 KiB close with 1009; a
+client too slow to read is closed with 1013 and resumes with `after_id`; revoking the token
+or deleting the user closes with 4401.
+"""
+
+
+def openapi_config() -> OpenAPIConfig:
+    """A new config for each app: the docs router it carries is registered into one app."""
+    schemes: dict[str, Any] = {
+        "bearer": SecurityScheme(
+            type="http", scheme="bearer", description="A token from POST /api/v1/auth/token/"
+        ),
+        "basic": SecurityScheme(type="http", scheme="basic", description="username:password"),
+    }
+    docs_router = Router(
+        DOCS_PATH,
+        route_handlers=[],
+        include_in_schema=False,
+        response_headers=[ResponseHeader(name="Content-Security-Policy", value=DOCS_CSP)],
+    )
+    return OpenAPIConfig(
+        title="chatserver",
+        version="1.0.0",
+        description=API_DESCRIPTION,
+        path=DOCS_PATH,
+        openapi_router=docs_router,
+        render_plugins=[OfflineSwaggerPlugin()],
+        components=Components(security_schemes=schemes),
+        security=[{"bearer": []}, {"basic": []}],
+        use_handler_docstrings=True,
+    )
