@@ -1,0 +1,114 @@
+"""PostgreSQL: an asyncpg pool behind the ``Database`` interface.
+
+Each transaction is its own (PostgreSQL group-commits by itself, with
+``synchronous_commit=on``). asyncpg raises its own errors; ``errors.py`` says which become
+``UniqueViolation`` and ``Unavailable``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import asyncpg
+
+from chatserver.db.errors import translate_asyncpg_error
+from chatserver.db.interface import Conn, Row
+from chatserver.errors import Unavailable
+
+T = TypeVar("T")
+POOL_MIN_SIZE = 2
+POOL_MAX_SIZE = 20
+PING_CONNECT_TIMEOUT_SECONDS = 1.0
+
+
+async def guarded(awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable``, raising asyncpg's errors as the server's (see ``errors.py``)."""
+    try:
+        return await awaitable
+    except Exception as exc:
+        translated = translate_asyncpg_error(exc)
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+class PgConn:
+    """An asyncpg connection behind the ``Conn`` interface."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def fetch_all(self, sql: str, *args: Any) -> list[Row]:
+        rows: list[Row] = await guarded(self._conn.fetch(sql, *args))
+        return rows
+
+    async def fetch_one(self, sql: str, *args: Any) -> Row | None:
+        row: Row | None = await guarded(self._conn.fetchrow(sql, *args))
+        return row
+
+    async def fetch_val(self, sql: str, *args: Any) -> Any:
+        return await guarded(self._conn.fetchval(sql, *args))
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        status: str = await guarded(self._conn.execute(sql, *args))
+        count = status.rsplit(" ", 1)[-1]
+        return int(count) if count.isdigit() else 0
+
+    async def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        await guarded(self._conn.executemany(sql, rows))
+
+
+class PostgresDatabase:
+    dialect = "postgresql"
+
+    def __init__(self, pool: Any, dsn: str) -> None:
+        self._pool = pool
+        self._dsn = dsn
+
+    @classmethod
+    async def connect(cls, dsn: str) -> PostgresDatabase:
+        pool = await asyncpg.create_pool(dsn, min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE)
+        return cls(pool, dsn)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Conn]:
+        async with self._acquire() as conn:
+            yield PgConn(conn)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Conn]:
+        async with self._acquire() as conn, conn.transaction():
+            yield PgConn(conn)
+
+    @asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[Any]:
+        connection = await guarded(self._pool.acquire())
+        try:
+            yield connection
+        finally:
+            await self._pool.release(connection)
+
+    async def ping(self) -> None:
+        """``SELECT 1``; when a pooled connection fails, ask again on a new connection.
+
+        Right after an outage (restart, failover, terminated backends) a pooled connection
+        can still be one the server has dropped: it fails once before the pool replaces it,
+        and a health check should report the database, not that connection."""
+        try:
+            async with self.read() as conn:
+                await conn.fetch_val("SELECT 1")
+        except Unavailable:
+            await self._pool.expire_connections()  # its siblings are most likely stale too
+            await guarded(self._select_one_on_new_connection())
+
+    async def _select_one_on_new_connection(self) -> None:
+        conn = await asyncpg.connect(self._dsn, timeout=PING_CONNECT_TIMEOUT_SECONDS)
+        try:
+            await conn.fetchval("SELECT 1")
+        finally:
+            await conn.close()
+
+    async def close(self) -> None:
+        await self._pool.close()
