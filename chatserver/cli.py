@@ -6,42 +6,81 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from chatserver.config import (
     ENV_NAMES,
+    FIELD_TYPES,
     MAX_FRAME_BYTES,
-    SERVERS,
     ConfigError,
     Settings,
+    database_scheme,
+    help_text,
+    parse_float,
+    parse_int,
     redact,
     settings_from_env,
+    sqlite_path,
 )
 from chatserver.logs import configure_logging
+
+# The flags of the commands other than serve (serve has one for every setting).
+COMMON = ("database_url", "redis_url", "log_level")
+REDIS_TIMEOUT_SECONDS = 5
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chatserver", description="A direct-message chat server")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="apply pending migrations, then serve HTTP")
-    serve.add_argument("--host", help="address to bind (CHAT_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to bind (CHAT_PORT, default 8000)")
-    serve.add_argument("--workers", type=int, help="worker processes (CHAT_WORKERS, default 1)")
-    serve.add_argument("--server", choices=SERVERS, help="HTTP server (CHAT_SERVER, granian)")
-    _common(serve)
-    _common(commands.add_parser("migrate", help="apply pending migrations and exit"))
+    serve = commands.add_parser(
+        "serve",
+        help="apply pending migrations, then serve HTTP",
+        description="Apply pending migrations, then serve HTTP (uvicorn unless --server "
+        "granian). Every setting is a CHAT_* variable; its flag overrides it.",
+    )
+    add_setting_flags(serve, ENV_NAMES)
+    add_setting_flags(commands.add_parser("migrate", help="apply pending migrations and exit"))
     bulk = commands.add_parser("bulk-load", help="insert many messages fast (benchmarks)")
     bulk.add_argument("--sender", type=int, required=True, help="sending user id")
     bulk.add_argument("--recipient", type=int, required=True, help="receiving user id")
     bulk.add_argument("--count", type=int, required=True, help="how many messages")
-    _common(bulk)
+    add_setting_flags(bulk)
     return parser
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database-url", help="CHAT_DATABASE_URL (default sqlite:///chat.db)")
-    parser.add_argument("--redis-url", help="CHAT_REDIS_URL (needed for --workers > 1)")
-    parser.add_argument("--log-level", help="CHAT_LOG_LEVEL (default info)")
+def add_setting_flags(parser: argparse.ArgumentParser, names: Iterable[str] = COMMON) -> None:
+    """A flag per setting, its help naming the variable and the true default. Values stay
+    strings here: `_settings` converts them, so a bad one is one line like a bad variable."""
+    defaults = Settings()
+    for name in names:
+        parser.add_argument(
+            flag_name(name),
+            dest=name,
+            metavar=metavar(name),
+            help=f"{help_text(name)} ({ENV_NAMES[name]}, default: {shown(defaults, name)})",
+        )
+
+
+def metavar(name: str) -> str:
+    for suffix, word in (("_url", "URL"), ("_bytes", "BYTES"), ("_size", "N")):
+        if name.endswith(suffix):
+            return word
+    if FIELD_TYPES[name] is float or name.endswith("_seconds"):
+        return "SECONDS"
+    return "N" if FIELD_TYPES[name] is int else name.upper()
+
+
+def shown(defaults: Settings, name: str) -> str:
+    """A default as --help shows it (20, not 20.0)."""
+    default = getattr(defaults, name)
+    if default is None:
+        return "unset"
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,8 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = _settings(args)
         configure_logging(settings.log_level)
+        check_sqlite_folder(settings)
         if args.command == "bulk-load":
             return _bulk_load(settings, args.sender, args.recipient, args.count)
+        if args.command == "serve":
+            check_redis(settings)
         _migrate(settings)
         if args.command == "serve":
             _serve(settings)
@@ -61,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    flags = {name: getattr(args, name, None) for name in ENV_NAMES}
+    flags = {name: _flag_value(name, getattr(args, name, None)) for name in ENV_NAMES}
     settings = settings_from_env().with_overrides(**flags)
     if settings.workers > 1 and settings.redis_url is None:
         raise ConfigError(
@@ -71,15 +113,64 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def _flag_value(name: str, raw: str | None) -> object:
+    if raw is None:
+        return None
+    if FIELD_TYPES[name] is int:
+        return parse_int(flag_name(name), raw)
+    if FIELD_TYPES[name] is float:
+        return parse_float(flag_name(name), raw)
+    return raw
+
+
+def check_sqlite_folder(settings: Settings) -> None:
+    """SQLite creates the file but not its folder: say which folder is missing."""
+    if database_scheme(settings.database_url) != "sqlite":
+        return
+    path = sqlite_path(settings.database_url)
+    folder = Path(path).parent
+    if path != ":memory:" and not folder.is_dir():
+        raise ConfigError(
+            f"CHAT_DATABASE_URL points into {folder}, a folder that does not exist "
+            f"({settings.database_url})"
+        )
+
+
+def check_redis(settings: Settings) -> None:
+    """Ping Redis before serving: the workers would each fail on it with a traceback."""
+    if settings.redis_url is None:
+        return
+    import redis
+
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+    )
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise ConfigError(
+            f"cannot reach Redis at {redact(settings.redis_url)} (CHAT_REDIS_URL): "
+            f"{first_line(exc)}"
+        ) from exc
+    finally:
+        client.close()
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _migrate(settings: Settings) -> None:
     from chatserver.migrations import upgrade_if_behind
 
     try:
         upgrade_if_behind(settings.database_url)
     except Exception as exc:  # unreachable server, bad credentials, unwritable file …
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(
-            f"cannot migrate the database at {redact(settings.database_url)}: {reason}"
+            f"cannot migrate the database at {redact(settings.database_url)}: {first_line(exc)}"
         ) from exc
 
 
@@ -119,7 +210,7 @@ def server_command(settings: Settings) -> list[str]:
         str(settings.ws_ping_timeout),
         "--ws-max-size",
         str(MAX_FRAME_BYTES),
-        # permessage-deflate holds ~40 KiB of zlib state per socket; chat frames are small
+        # permessage-deflate keeps zlib state for every socket; chat frames are small
         "--ws-per-message-deflate",
         "false",
         "--timeout-graceful-shutdown",

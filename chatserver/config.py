@@ -1,53 +1,70 @@
 """Settings read from ``CHAT_*`` environment variables (and overridden by CLI flags).
 
-There is no module-level instance: the CLI builds one and hands it to ``create_app``,
-and every test builds its own.
+Every field of `Settings` is one variable, ``CHAT_`` + its name in capitals, and one
+``chatserver serve`` flag, ``--`` + its name with dashes; the help text lives with the field.
+There is no module-level instance: the CLI builds one and hands it to ``create_app``, and
+every test builds its own.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
-from typing import Any
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
 # WebSocket frames above this close the socket with 1009.
 MAX_FRAME_BYTES = 64 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+SERVERS = ("uvicorn", "granian")
 
 
 class ConfigError(ValueError):
     """A setting is invalid; the message is one line meant for the operator."""
 
 
+def setting(default: Any, doc: str) -> Any:
+    """A Settings field with the help text its flag shows."""
+    return field(default=default, metadata={"help": doc})
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the server can be configured with."""
 
-    database_url: str = "sqlite:///chat.db"
-    redis_url: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
-    log_level: str = "info"
-    # uvicorn (with uvloop and httptools) is the default: it sends WebSocket protocol pings
-    # and holds ~23 KiB per idle socket; granian cannot ping yet and holds ~150 KiB per
-    # socket waiting in receive(). Measured, both serve our routes at the same rate.
-    server: str = "uvicorn"
-    ws_ping_interval: float = 20.0
-    ws_ping_timeout: float = 20.0
-    # Bodies larger than this are refused with 413 before they are read whole.
-    max_body_bytes: int = 64 * 1024
-    # How long an Idempotency-Key is remembered (the contract says at least 24 h).
-    idempotency_ttl_seconds: int = 48 * 3600
-    # last_seen_at is written at most this often per user, so reads stay (mostly) read-only.
-    last_seen_resolution_seconds: float = 1.0
-    # Bearer token look-ups are cached this long; revocation also evicts at once.
-    token_cache_seconds: float = 30.0
-    # Events a stream may have waiting to be sent; a client that falls further behind is
-    # disconnected (close code 1013) and resumes with after_id.
-    stream_queue_size: int = 1000
+    database_url: str = setting(
+        "sqlite:///chat.db", "sqlite:///path/to/chat.db or postgresql://user:password@host/db"
+    )
+    redis_url: str | None = setting(
+        None, "redis://host:port/db: fan-out across workers and machines (needed for workers > 1)"
+    )
+    host: str = setting("127.0.0.1", "address to bind")
+    port: int = setting(8000, "port to bind")
+    workers: int = setting(1, "worker processes")
+    log_level: str = setting("info", f"one of {', '.join(LOG_LEVELS)}")
+    # uvicorn (with uvloop and httptools) is the default: it sends WebSocket protocol pings,
+    # and it holds far less memory per idle socket than granian, which cannot ping yet
+    # (docs/architecture.md has the figures).
+    server: str = setting("uvicorn", "HTTP server: uvicorn (WebSocket pings) or granian")
+    ws_ping_interval: float = setting(20.0, "seconds between WebSocket pings (uvicorn)")
+    ws_ping_timeout: float = setting(20.0, "seconds to wait for a pong before closing (uvicorn)")
+    max_body_bytes: int = setting(
+        64 * 1024, "larger request bodies are refused with 413 before they are read whole"
+    )
+    idempotency_ttl_seconds: int = setting(
+        48 * 3600, "how long an Idempotency-Key is remembered (the contract says at least 24 h)"
+    )
+    last_seen_resolution_seconds: float = setting(
+        1.0, "last_seen_at is written at most this often per user, so reads stay read-only"
+    )
+    token_cache_seconds: float = setting(
+        30.0, "how long a bearer token look-up is cached (revoking evicts it at once)"
+    )
+    stream_queue_size: int = setting(
+        1000, "events waiting for one stream; a client further behind is closed with 1013"
+    )
 
     def __post_init__(self) -> None:
         validate(self)
@@ -57,32 +74,34 @@ class Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-ENV_NAMES = {
-    "database_url": "CHAT_DATABASE_URL",
-    "redis_url": "CHAT_REDIS_URL",
-    "host": "CHAT_HOST",
-    "port": "CHAT_PORT",
-    "workers": "CHAT_WORKERS",
-    "log_level": "CHAT_LOG_LEVEL",
-    "server": "CHAT_SERVER",
-    "ws_ping_interval": "CHAT_WS_PING_INTERVAL",
-    "ws_ping_timeout": "CHAT_WS_PING_TIMEOUT",
+def env_name(name: str) -> str:
+    return f"CHAT_{name.upper()}"
+
+
+ENV_NAMES = {f.name: env_name(f.name) for f in fields(Settings)}
+# The value type of each field, with ``| None`` left out.
+FIELD_TYPES: dict[str, type] = {
+    name: next(t for t in (int, float, str) if t == hint or t in getattr(hint, "__args__", ()))
+    for name, hint in get_type_hints(Settings).items()
 }
-SERVERS = ("granian", "uvicorn")
+
+
+def help_text(name: str) -> str:
+    """The help of a field, as its flag shows it."""
+    return str(next(f.metadata["help"] for f in fields(Settings) if f.name == name))
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from ``CHAT_*`` variables; raise ConfigError with one clear line."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    types = {f.name: f.type for f in fields(Settings)}
     for name, var in ENV_NAMES.items():
         raw = env.get(var)
         if raw is None or raw == "":
             continue
-        if types[name] == "int":
+        if FIELD_TYPES[name] is int:
             values[name] = parse_int(var, raw)
-        elif types[name] == "float":
+        elif FIELD_TYPES[name] is float:
             values[name] = parse_float(var, raw)
         else:
             values[name] = raw
@@ -98,9 +117,12 @@ def parse_int(name: str, raw: str) -> int:
 
 def parse_float(name: str, raw: str) -> float:
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+    return value
 
 
 def database_scheme(url: str) -> str:
@@ -115,7 +137,34 @@ def sqlite_path(url: str) -> str:
     return path or ":memory:"
 
 
+# Numbers that must be above zero (ports and log levels have their own rules).
+POSITIVE = (
+    "workers",
+    "ws_ping_interval",
+    "ws_ping_timeout",
+    "max_body_bytes",
+    "idempotency_ttl_seconds",
+    "last_seen_resolution_seconds",
+    "token_cache_seconds",
+    "stream_queue_size",
+)
+
+
 def validate(settings: Settings) -> None:
+    validate_urls(settings)
+    if not 0 < settings.port < 65536:
+        raise ConfigError(f"CHAT_PORT must be between 1 and 65535, got {settings.port}")
+    for name in POSITIVE:
+        value = getattr(settings, name)
+        if not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"{ENV_NAMES[name]} must be above 0, got {value}")
+    if settings.server not in SERVERS:
+        raise ConfigError(f"CHAT_SERVER must be one of {', '.join(SERVERS)}")
+    if settings.log_level.lower() not in LOG_LEVELS:
+        raise ConfigError(f"CHAT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+
+
+def validate_urls(settings: Settings) -> None:
     scheme = database_scheme(settings.database_url)
     if scheme not in ("sqlite", "postgresql"):
         raise ConfigError(
@@ -130,16 +179,6 @@ def validate(settings: Settings) -> None:
         "unix",
     ):
         raise ConfigError("CHAT_REDIS_URL must start with redis://, rediss:// or unix://")
-    if not 0 < settings.port < 65536:
-        raise ConfigError(f"CHAT_PORT must be between 1 and 65535, got {settings.port}")
-    if settings.workers < 1:
-        raise ConfigError(f"CHAT_WORKERS must be at least 1, got {settings.workers}")
-    if settings.server not in SERVERS:
-        raise ConfigError(f"CHAT_SERVER must be one of {', '.join(SERVERS)}")
-    if not settings.ws_ping_interval > 0 or not settings.ws_ping_timeout > 0:
-        raise ConfigError("CHAT_WS_PING_INTERVAL and CHAT_WS_PING_TIMEOUT must be positive")
-    if settings.log_level.lower() not in LOG_LEVELS:
-        raise ConfigError(f"CHAT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
 
 
 def redact(url: str) -> str:

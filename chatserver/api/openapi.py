@@ -19,6 +19,7 @@ from litestar.exceptions import NotFoundException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import OpenAPIRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.params import FromPath
 from litestar.response import File
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]  # no py.typed
 
@@ -87,7 +88,7 @@ class OfflineSwaggerPlugin(OpenAPIRenderPlugin):
     sync_to_thread=False,
     cache_control=CacheControlHeader(max_age=3600),
 )
-def docs_asset(file: str) -> File:
+def docs_asset(file: FromPath[str]) -> File:
     """One of the files the docs page loads."""
     if file not in ASSETS:
         raise NotFoundException()
