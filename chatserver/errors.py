@@ -1,4 +1,4 @@
-"""One error hierarchy; ``app.py`` renders every error as RFC 9457 problem+json.
+"""One error hierarchy; ``problems.py`` renders every error as RFC 9457 problem+json.
 
 Nothing here knows HTTP beyond the status number each error maps to.
 """

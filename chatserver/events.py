@@ -41,8 +41,6 @@ class RevokeEvent(msgspec.Struct, tag="revoke", tag_field="type"):
     token_hash: str | None = None
 
 
-ControlEvent = RevokeEvent
-
 _encode = msgspec.json.Encoder().encode
 
 
