@@ -30,7 +30,10 @@ ZERO_WIDTH_SPACE = "\u200b"  # Swagger UI puts them in long paths as line-break 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 
-def chromium_or_skip() -> str:
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """The browser's path; skips (before a server starts) only when it is absent and
+    CHAT_REQUIRE_BROWSER is not set."""
     if shutil.which(CHROMIUM) or Path(CHROMIUM).exists():
         return CHROMIUM
     if os.environ.get("CHAT_REQUIRE_BROWSER"):
@@ -58,14 +61,13 @@ def documented_operations(server: ServerProcess) -> set[str]:
 
 
 def test_docs_page_lists_the_operations_without_leaving_the_machine(
-    server: ServerProcess,
+    chromium: str, server: ServerProcess
 ) -> None:
-    executable = chromium_or_skip()
     requested: list[str] = []
     console: list[str] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=executable, args=CHROMIUM_ARGS, headless=True
+            executable_path=chromium, args=CHROMIUM_ARGS, headless=True
         )
         try:
             page = browser.new_page()
