@@ -16,13 +16,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import ceiling, inprocess, procs, report, scenarios, seed
+from bench import ceiling, inprocess, report, scenarios, seed
 from bench.config import HTTP_SCENARIOS, SCENARIOS, SOCKET_SCENARIOS, Options
-from bench.infra import Postgres, Redis
 from bench.report import Row
 from bench.server import CeilingServer, ChatServer, ServerEnv
 from bench.wrk import WrkResult, wrk_version
 from chatserver.config import database_scheme, sqlite_path
+from testinfra import procs
+from testinfra.postgres import PostgresServer
+from testinfra.redis import RedisServer
 
 OTHER_SCENARIOS: dict[str, Callable[[scenarios.Context], list[Row]]] = {
     "big-inbox": scenarios.big_inbox,
@@ -81,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     procs.raise_nofile_limit()
     registry = procs.ProcessRegistry()
     workdir = Path(tempfile.mkdtemp(prefix="chatbench-"))
-    postgres: Postgres | None = None
-    redis: Redis | None = None
+    postgres: PostgresServer | None = None
+    redis: RedisServer | None = None
     rows: list[Row] = []
     started_at = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     extra_versions = {"wrk": wrk_version()}
@@ -91,19 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if opts.db == "postgres":
             print("starting a throwaway PostgreSQL", flush=True)
-            postgres = Postgres(registry)
+            postgres = PostgresServer({"max_connections": "300"})
             postgres.start()
             extra_versions["postgresql"] = postgres.version
-            database_url = postgres.url
+            database_url = postgres.url(postgres.create_database("chat"))
         else:
             database_url = f"sqlite:///{workdir}/chat.db"
         if opts.redis:
             print("starting a throwaway Redis", flush=True)
-            redis = Redis(registry, workdir)
+            redis = RedisServer(workdir, registry=registry)
             redis.start()
             extra_versions["redis-server"] = redis.version
         env = ServerEnv(
-            database_url, redis.url if redis else None, opts.workers, server=opts.server
+            database_url, redis.url() if redis else None, opts.workers, server=opts.server
         )
         server = ChatServer(registry, env, workdir, procs.free_port())
         rows, flags = run(opts, server, workdir)

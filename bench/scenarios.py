@@ -13,11 +13,12 @@ from typing import Any
 
 import httpx
 
-from bench import procs, seed, ws
+from bench import seed, ws
 from bench.config import Options
 from bench.report import Row
 from bench.server import ChatServer
 from bench.wrk import WrkResult, run_wrk
+from testinfra import procs
 
 # Targets for SQLite, one worker (reported, never asserted).
 HTTP_TARGETS = {"send": 0.40, "inbox": 0.45, "conversation": 0.45, "sync": 0.45, "user": 0.55}

@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-from bench.server import ChatServer, chatserver_argv
+from bench.server import ChatServer
+from testinfra.server import chatserver_command
 
 PASSWORD = "bench-Pass-2024"
 T = TypeVar("T")
@@ -219,7 +220,7 @@ def bulk_load(server: ChatServer, sender: int, recipient: int, count: int) -> fl
     t0 = time.monotonic()
     out = subprocess.run(
         [
-            *chatserver_argv(),
+            *chatserver_command(),
             "bulk-load",
             "--sender",
             str(sender),
@@ -228,7 +229,7 @@ def bulk_load(server: ChatServer, sender: int, recipient: int, count: int) -> fl
             "--count",
             str(count),
         ],
-        env=server.settings.environ(server.port),
+        env=server.env,
         cwd=server.workdir,
         capture_output=True,
         text=True,

@@ -1,27 +1,17 @@
-"""Start and stop the real server (``chatserver serve``) and the ceiling apps, which run under
-the same ASGI server with the same flags (read from the server's own command line)."""
+"""The real server (``chatserver serve``, started by `testinfra.server`) with the bench's
+settings, and the ceiling apps, which run under the same ASGI server with the same flags (read
+from the server's own command line)."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import procs
+from testinfra import procs
+from testinfra.server import ServerProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BIN_DIR = Path(sys.executable).parent
-
-
-def chatserver_argv() -> list[str]:
-    """``chatserver`` as a user runs it: the venv's console script, else ``python -m``."""
-    script = BIN_DIR / "chatserver"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("chatserver")
-    return [found] if found else [sys.executable, "-m", "chatserver"]
 
 
 @dataclass
@@ -32,7 +22,7 @@ class ServerEnv:
     log_level: str | None = None  # None: the server's default, as a user runs it
     server: str | None = None  # CHAT_SERVER; None: the default
 
-    def environ(self, port: int) -> dict[str, str]:
+    def environ(self) -> dict[str, str]:
         env = dict(os.environ)
         for name in ("CHAT_REDIS_URL", "CHAT_HOST", "CHAT_PORT", "CHAT_WORKERS", "CHAT_LOG_LEVEL"):
             env.pop(name, None)
@@ -47,79 +37,17 @@ class ServerEnv:
         return env
 
 
-class ChatServer:
-    """One ``chatserver serve`` process tree on a fixed port."""
+class ChatServer(ServerProcess):
+    """One ``chatserver serve`` process tree on a fixed port, started with ``settings``."""
+
+    registry: procs.ProcessRegistry  # always given: the ceiling servers join it
 
     def __init__(
         self, registry: procs.ProcessRegistry, settings: ServerEnv, workdir: Path, port: int
     ) -> None:
-        self.registry = registry
+        args = ["--workers", str(settings.workers)]
+        super().__init__(workdir, settings.environ(), args, port=port, registry=registry)
         self.settings = settings
-        self.workdir = workdir
-        self.port = port
-        self.managed: procs.Managed | None = None
-        self.starts = 0
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.managed is not None, "server not running"
-        return self.managed.pid
-
-    def start(self, timeout: float = 60.0) -> float:
-        """Start and wait for ``/healthz``; return seconds from spawn to first 200."""
-        self.starts += 1
-        argv = [
-            *chatserver_argv(),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            str(self.settings.workers),
-        ]
-        self.managed = self.registry.spawn(
-            "chatserver",
-            argv,
-            log_path=self.workdir / f"chatserver-{self.starts}.log",
-            env=self.settings.environ(self.port),
-            cwd=self.workdir,
-        )
-        return procs.wait_healthy(f"{self.base_url}/healthz", self.managed, timeout)
-
-    def stop(self) -> None:
-        if self.managed is not None:
-            self.registry.stop(self.managed, timeout=15)
-            self.managed = None
-
-    def alive(self) -> bool:
-        return self.managed is not None and self.managed.alive()
-
-    def server_command(self) -> list[str]:
-        """The ASGI server's command line: ``chatserver serve`` execs it, so it is the
-        server process's own cmdline (``python -m uvicorn|granian …``)."""
-        if self.managed is None:
-            return []
-        for pid in procs.process_tree(self.managed.pid):
-            try:
-                raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            argv = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-            if len(argv) > 2 and argv[1] == "-m" and argv[2] in ("uvicorn", "granian"):
-                return argv
-        return []
-
-    def log_tail(self, lines: int = 40) -> str:
-        return self.managed.log_tail(lines) if self.managed is not None else ""
 
 
 def ceiling_command(server_command: list[str], app: str, port: int) -> list[str]:

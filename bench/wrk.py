@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import procs
+from testinfra import procs
 
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 SATURATION = 0.9  # share of one core per wrk thread above which the generator is the limit

@@ -14,7 +14,8 @@ import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.processes import HOST, ServerProcess, running_server
+from testinfra.procs import HOST
+from testinfra.server import ServerProcess, running_server
 
 CHROMIUM = os.environ.get("CHAT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

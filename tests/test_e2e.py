@@ -18,16 +18,16 @@ from typing import Any
 import httpx
 import pytest
 
+from testinfra.server import ServerProcess
+from testinfra.server import running_server as start
 from tests.helpers import PASSWORD, assert_problem, assert_utc_timestamp
-from tests.processes import ServerProcess
-from tests.processes import running_server as start
 
 START_DEADLINE_SECONDS = 30.0
 STOP_DEADLINE_SECONDS = 15.0
 JSON = {"Content-Type": "application/json"}
 
 
-Server = ServerProcess  # started, health-checked and stopped by tests/processes.py
+Server = ServerProcess  # started, health-checked and stopped by testinfra/server.py
 
 
 @contextmanager

@@ -20,8 +20,8 @@ from psycopg import sql
 from chatserver.app import create_app
 from chatserver.config import ConfigError, Settings, database_scheme, redact, settings_from_env
 from chatserver.migrations import HEAD, alembic_config, upgrade
+from testinfra.postgres import PostgresServer
 from tests.helpers import concurrent_app, query_database
-from tests.servers import PostgresServer
 
 Client = AsyncTestClient  # type: ignore[type-arg]
 

@@ -26,17 +26,17 @@ import httpx
 import pytest
 import redis
 
-from tests.helpers import Api, User
-from tests.processes import (
-    HOST,
-    TCP_ESTABLISHED,
+from testinfra.postgres import PostgresServer
+from testinfra.procs import HOST, TCP_ESTABLISHED, tcp_connection
+from testinfra.redis import RedisServer
+from testinfra.server import (
     ServerProcess,
     connection_owner,
     running_server,
     serve_argv,
     server_env,
-    tcp_connection,
 )
+from tests.helpers import Api, User
 from tests.realtime_helpers import (
     CLOSE_AUTH,
     CLOSE_PING_TIMEOUT,
@@ -59,7 +59,6 @@ from tests.realtime_helpers import (
     wait_online,
     wait_until,
 )
-from tests.servers import PostgresServer, RedisServer
 
 QUIET = {"CHAT_LOG_LEVEL": "warning"}
 PING = {"CHAT_WS_PING_INTERVAL": "0.5", "CHAT_WS_PING_TIMEOUT": "0.5"}

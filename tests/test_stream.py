@@ -22,6 +22,7 @@ import pytest
 import websockets
 
 from chatserver.config import Settings
+from testinfra.postgres import PostgresServer
 from tests.helpers import Api, User, assert_problem, assert_utc_timestamp
 from tests.realtime_helpers import (
     CLOSE_AUTH,
@@ -41,7 +42,6 @@ from tests.realtime_helpers import (
     wait_online,
     wait_until,
 )
-from tests.servers import PostgresServer
 
 MAX_FRAME = 64 * 1024
 

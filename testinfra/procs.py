@@ -1,4 +1,5 @@
-"""Process helpers: spawn in own process groups, stop them, sample CPU and memory from /proc."""
+"""Process helpers: spawn in own process groups, stop them, read CPU, memory and sockets
+from /proc."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+TCP_ESTABLISHED = "01"  # the state column of /proc/net/tcp
 
 
 def raise_nofile_limit() -> int:
@@ -30,8 +32,9 @@ def raise_nofile_limit() -> int:
 
 
 def free_port() -> int:
+    """A TCP port that was free a moment ago (the kernel picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
         return port
 
@@ -52,16 +55,48 @@ class Managed:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def log(self) -> str:
+        """Everything the process wrote so far (stdout and stderr)."""
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")
+        return ""
+
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        stop_group(self.proc, timeout)
+
+    def kill(self, timeout: float = 10.0) -> None:
+        """SIGKILL the whole process group at once (no chance to shut down) and reap it."""
+        _signal_group(self.pid, signal.SIGKILL)
+        self.proc.wait(timeout=timeout)
+
+
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Managed:
+    """Start ``argv`` in a new session, stdout and stderr appended to ``log_path``."""
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    return Managed(name=name, proc=proc, log_path=log_path)
 
 
 class ProcessRegistry:
-    """Everything the harness starts is registered here and stopped in reverse order."""
+    """Everything a run starts is registered here and stopped in reverse order."""
 
     def __init__(self) -> None:
         self._procs: list[Managed] = []
@@ -75,25 +110,12 @@ class ProcessRegistry:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
     ) -> Managed:
-        log = log_path.open("ab")
-        try:
-            proc = subprocess.Popen(
-                list(argv),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=dict(env) if env is not None else None,
-                cwd=cwd,
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        managed = Managed(name=name, proc=proc, log_path=log_path)
+        managed = spawn(name, argv, log_path=log_path, env=env, cwd=cwd)
         self._procs.append(managed)
         return managed
 
     def stop(self, managed: Managed, timeout: float = 10.0) -> None:
-        stop_group(managed.proc, timeout)
+        managed.stop(timeout)
         with contextlib.suppress(ValueError):
             self._procs.remove(managed)
 
@@ -102,24 +124,25 @@ class ProcessRegistry:
             self.stop(self._procs[-1])
 
 
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
 def stop_group(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     """SIGTERM the process group led by ``proc`` (started in a new session), then SIGKILL."""
     pgid = proc.pid
     if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGTERM)
+        _signal_group(pgid, signal.SIGTERM)
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
+            _signal_group(pgid, signal.SIGKILL)
             proc.wait(timeout=5)
     # Stragglers (workers) left in the group after the leader exited.
     deadline = time.monotonic() + timeout
     while group_members(pgid):
-        sig = signal.SIGTERM if time.monotonic() < deadline else signal.SIGKILL
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
+        _signal_group(pgid, signal.SIGTERM if time.monotonic() < deadline else signal.SIGKILL)
         time.sleep(0.1)
         if time.monotonic() > deadline + 5:
             break
@@ -136,6 +159,7 @@ def _stat_fields(pid: int, tid: int | None = None) -> list[str] | None:
 
 
 def group_members(pgid: int) -> list[int]:
+    """Live processes in the process group ``pgid`` (a server and its workers)."""
     members = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -235,6 +259,33 @@ def thread_cpu_seconds(pid: int) -> dict[int, float]:
         if fields is not None:
             out[int(tid)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
     return out
+
+
+def tcp_connection(local_port: int, remote_port: int) -> tuple[str, str] | None:
+    """(state, socket inode) of the IPv4 TCP socket local_port <-> remote_port, if any."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = fields[1], fields[2]
+        if int(local.split(":")[1], 16) == local_port and int(remote.split(":")[1], 16) == (
+            remote_port
+        ):
+            return fields[3], fields[9]
+    return None
+
+
+def socket_owner(pgid: int, local_port: int, remote_port: int) -> int | None:
+    """Which process of the group ``pgid`` holds the socket local_port <-> remote_port."""
+    connection = tcp_connection(local_port, remote_port)
+    if connection is None:
+        return None
+    target = f"socket:[{connection[1]}]"
+    for pid in group_members(pgid):
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) == target:
+                        return pid
+    return None
 
 
 def http_status(url: str, timeout: float = 1.0) -> int | None:
