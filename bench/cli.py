@@ -214,9 +214,9 @@ def run(opts: Options, server: ChatServer, workdir: Path) -> tuple[list[Row], li
             runner = partial(OTHER_SCENARIOS[name], ctx)
         rows += _guarded(ctx, name, runner)
         if name in SOCKET_SCENARIOS and i + 1 < len(remaining):
-            # 10,000 sockets leave ~280 MiB of freed memory in the worker (CPython keeps its
-            # heap), and the next scenario measured 3-5 % slower on it: each scenario starts
-            # from a restarted server on the same database, as after a deploy.
+            # A socket scenario leaves its freed memory in the worker (CPython keeps its
+            # heap), and the next scenario ran slower on it: each scenario starts from a
+            # restarted server on the same database, as after a deploy.
             server.stop()
             server.start(timeout=60)
     return rows, command

@@ -111,7 +111,7 @@ async def _receiver(
         cpu0, t0 = _cpu_self(), time.monotonic()  # "measure": restart the CPU window
     cpu = (_cpu_self() - cpu0) / max(time.monotonic() - t0, 1e-6)
     stopping = True
-    # Report first, then close every socket at once (closing 2,500 one by one takes minutes).
+    # Report first, then close every socket at once (closing them one by one is slow).
     conn.send(("done", [(lg.user_id, lg.received, lg.error, lg.connected) for lg in logs], cpu))
     with contextlib.suppress(Exception):
         await asyncio.wait_for(
@@ -216,11 +216,11 @@ class SocketFleet:
 def pause_garbage_collector() -> None:
     """Keep this load generator's own collections out of the latencies it measures.
 
-    A helper holding 2,500 sockets runs a full collection of its own every few seconds
-    under fan-out (its connections, plus a timestamp tuple per frame received), and for
-    ~100 ms its sockets' frames wait: measured, the slow deliveries of a run came in four
-    bursts, one helper process at a time. The helpers live for one measurement, so they
-    simply stop collecting (refcounting still frees almost everything).
+    A helper holding thousands of sockets runs full collections of its own under fan-out
+    (its connections, plus a timestamp tuple per frame received), and meanwhile its
+    sockets' frames wait: the slow deliveries of a run came in bursts, one helper process
+    at a time. The helpers live for one measurement, so they simply stop collecting
+    (refcounting still frees almost everything).
     """
     gc.collect()
     gc.freeze()
@@ -240,7 +240,7 @@ class SentMessage:
 
 class _HttpConnection:
     """A minimal keep-alive HTTP/1.1 client connection: the sender must not be the bottleneck
-    (a general-purpose client costs about a millisecond of CPU per request)."""
+    (a general-purpose client spends far more CPU per request than this one)."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port

@@ -1,7 +1,7 @@
 """``chatserver bulk-load``: many messages between two users, with every counter kept right.
 
-For benchmarks and load tests (a 1,000,000-message inbox in seconds); real traffic goes
-through ``actions.send_message``.
+For benchmarks and load tests (a 1,000,000-message inbox without a request per message);
+real traffic goes through ``actions.send_message``.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ class RequestContext:
     so every response carries the id, a 404 or 405 from the router too.
 
     Not a Litestar route middleware: one of those also wraps every route in a second error
-    handler layer (measured: ~1 µs of a 35–45 µs read)."""
+    handler layer, which every request would pay for."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

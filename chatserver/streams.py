@@ -58,8 +58,8 @@ class StreamUnavailable(Exception):
 class BoundedSubscriber(Subscriber):
     """A subscriber with a small bounded queue whose overflow is noticed, never dropped.
 
-    It does not build Subscriber's asyncio.Queue (four deques and an Event, ~3 KiB): idle
-    sockets are most of what a chat server holds, so a list and one waiter are enough.
+    It does not build Subscriber's asyncio.Queue (four deques and an Event): idle sockets
+    are most of what a chat server holds, so a list and one waiter are enough.
     """
 
     def __init__(
@@ -69,7 +69,7 @@ class BoundedSubscriber(Subscriber):
         self._plugin = plugin
         self._backend = plugin._backend  # as Subscriber.__init__ does
         # A list until it holds something: most sockets are idle, and an empty list is
-        # ~10x smaller than an empty deque.
+        # much smaller than an empty deque.
         self._items: list[bytes | None] = []
         self._waiter: asyncio.Future[None] | None = None
         self._max = max_backlog or 0
@@ -135,8 +135,8 @@ class ChatChannels(ChannelsPlugin):
 
     async def _pub_worker(self) -> None:
         """Publish whatever is queued as one batch (overrides Litestar's worker, which
-        awaits one broker round trip per event: at 1,000 events a second on a busy node that
-        was one event per event-loop turn, and deliveries fell seconds behind)."""
+        awaits one broker round trip per event: on a busy node that was one event per
+        event-loop turn, and deliveries fell behind)."""
         while (queue := self._pub_queue) is not None:
             batch = [await queue.get()]
             while not queue.empty():
@@ -197,9 +197,9 @@ class ChatRedisBackend(RedisChannelsPubSubBackend):
 
     The stock backend checks every incoming message against a fresh set difference of all
     subscribed channels, and every unsubscribe does the same: with thousands of streams on a
-    node (a channel each, plus a marker channel per stream opening) each message cost
-    milliseconds, and a reconnect storm of 10,000 sockets let subscription markers time out
-    (measured: half of them closed with 1011). Same checks, by membership.
+    node (a channel each, plus a marker channel per stream opening) each message grew
+    costly, and in a reconnect storm subscription markers timed out (those sockets closed
+    with 1011). Same checks, by membership.
     """
 
     async def publish_many(self, batch: list[tuple[bytes, list[str]]]) -> None:

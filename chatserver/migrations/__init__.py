@@ -1,8 +1,8 @@
 """Alembic migrations; ``upgrade(database_url)`` applies the pending ones.
 
 Alembic (and the SQLAlchemy it loads) is imported only when a migration may be pending:
-importing them took ~0.3 s of every ``chatserver serve`` start, most of it on a database
-that was already up to date.
+importing them slowed every ``chatserver serve`` start, most of them on a database that
+was already up to date.
 """
 
 from __future__ import annotations

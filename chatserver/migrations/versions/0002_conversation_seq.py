@@ -4,8 +4,8 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-12-01 15:00:00
 
-A ``?with=`` read counted the conversation's index entries on every request (37 ms for a
-1,000,000-message conversation, on the event loop). Each message now carries its number in
+A ``?with=`` read counted the conversation's index entries on every request (work that
+grew with the conversation, on the event loop). Each message now carries its number in
 its conversation (1, 2, 3 …, dense), so the count is the latest message's number: one index
 seek. Existing messages are numbered in id order.
 """
