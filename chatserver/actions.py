@@ -11,8 +11,8 @@ import msgspec
 
 from chatserver import auth, store
 from chatserver.db import Conn, UniqueViolation
-from chatserver.errors import BadCredentials, Conflict, IdempotencyMismatch, NotFound
-from chatserver.schemas import Login, NewMessage, NewUser, check_login, check_new_user
+from chatserver.errors import Conflict, IdempotencyMismatch, NotFound
+from chatserver.schemas import Login, MessageOut, NewMessage, NewUser, check_new_user
 from chatserver.services import Services, now_us
 from chatserver.streams import subscription
 from chatserver.views import message_out
@@ -39,12 +39,7 @@ async def _which_is_taken(s: Services, username_key: str) -> str:
 
 async def issue_token(s: Services, body: Login) -> tuple[str, store.UserRow]:
     """Check a username (or email) and password; return a new token and the user."""
-    check_login(body)
-    async with s.db.read() as conn:
-        user = await store.find_user_by_login(conn, body.username.casefold())
-    hashed = user.password_hash if user else None
-    if not await auth.verify_password(hashed, body.password) or user is None:
-        raise BadCredentials()
+    user = await auth.user_with_password(s.db, body.username, body.password)
     token = auth.new_token()
     async with s.db.transaction() as conn:
         await store.insert_token(conn, user.id, auth.token_hash(token), now_us())
@@ -55,28 +50,42 @@ async def revoke_token(s: Services, user_id: int, token_hash: str) -> None:
     async with s.db.transaction() as conn:
         await store.delete_token(conn, token_hash)
     s.tokens.evict_token(token_hash)
-    await s.events.revoke_token(user_id, token_hash)
+    s.events.revoke_token(user_id, token_hash)
 
 
 async def delete_user(s: Services, user_id: int) -> None:
     async with s.db.transaction() as conn:
         await store.delete_user(conn, user_id)
     s.tokens.evict_user(user_id)
-    await s.events.revoke_user(user_id)
+    s.events.revoke_user(user_id)
+
+
+async def forget_expired_idempotency_keys(s: Services) -> int:
+    """Delete Idempotency-Keys older than their time to live; how many went."""
+    cutoff = now_us() - s.settings.idempotency_ttl_seconds * 1_000_000
+    async with s.db.transaction() as conn:
+        return await store.delete_idempotency_keys_before(conn, cutoff)
 
 
 # ---------------------------------------------------------------- sending
 
+# The status stored with an idempotent response (the table keeps one per key).
+SENT = 201
+_encode = msgspec.json.Encoder().encode
+_decode_sent = msgspec.json.Decoder(MessageOut).decode
 
-class SendResult(NamedTuple):
-    status: int
-    body: bytes
+
+class Sent(NamedTuple):
+    """A stored message, and whether it was stored by an earlier request with the same key."""
+
+    message: MessageOut
+    replayed: bool
 
 
 async def send_message(
     s: Services, sender_id: int, body: NewMessage, idempotency_key: str | None
-) -> SendResult:
-    """Store a message durably; with an Idempotency-Key, a repeat returns the first result."""
+) -> Sent:
+    """Store a message durably; with an Idempotency-Key, a repeat returns the first message."""
     request_hash = _request_hash(body)
     hints = s.events.wants_order_hints(sender_id, body.user_id)
     try:
@@ -87,17 +96,16 @@ async def send_message(
                     return _replay(earlier, request_hash)
             message, previous = await _insert_message(conn, sender_id, body, hints)
             view = message_out(message)
-            result = SendResult(201, msgspec.json.encode(view))
             if idempotency_key is not None:
-                stored = store.StoredResponse(request_hash, result.status, result.body.decode())
+                stored = store.StoredResponse(request_hash, SENT, _encode(view).decode())
                 await store.insert_idempotent_response(
                     conn, sender_id, idempotency_key, stored, message.sent_at
                 )
     except UniqueViolation:
         # A concurrent repeat with the same key committed first: answer with its result.
         return await _replay_committed(s, sender_id, idempotency_key, request_hash)
-    await s.events.publish_message(view, previous)
-    return result
+    s.events.publish_message(view, previous)
+    return Sent(view, replayed=False)
 
 
 async def _insert_message(
@@ -128,17 +136,17 @@ def _request_hash(body: NewMessage) -> str:
     return hashlib.sha256(msgspec.json.encode([body.user_id, body.message])).hexdigest()
 
 
-def _replay(earlier: store.StoredResponse, request_hash: str) -> SendResult:
+def _replay(earlier: store.StoredResponse, request_hash: str) -> Sent:
     if earlier.request_hash != request_hash:
         raise IdempotencyMismatch(
             "This Idempotency-Key was already used with a different request body"
         )
-    return SendResult(earlier.status, earlier.body.encode())
+    return Sent(_decode_sent(earlier.body), replayed=True)
 
 
 async def _replay_committed(
     s: Services, sender_id: int, key: str | None, request_hash: str
-) -> SendResult:
+) -> Sent:
     if key is None:
         raise Conflict("The message could not be stored; try again")
     async with s.db.read() as conn:
@@ -214,7 +222,7 @@ async def _mark_fetched(
         marked = await store.mark_received(conn, user_id, unread, now) if unread else []
     if not marked:
         return rows
-    await s.events.publish_received(user_id, marked, now)
+    s.events.publish_received(user_id, marked, now)
     marked_ids = {message_id for message_id, _ in marked}
     return [m._replace(received_at=now) if m.id in marked_ids else m for m in rows]
 

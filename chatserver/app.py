@@ -12,7 +12,7 @@ from litestar import Litestar
 from litestar.channels.backends.memory import MemoryChannelsBackend
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from chatserver import store
+from chatserver import actions
 from chatserver.api import chats, health, stream, tokens, users
 from chatserver.api.openapi import openapi_config
 from chatserver.auth import TokenCache
@@ -24,7 +24,7 @@ from chatserver.lastseen import LastSeen
 from chatserver.middleware import RequestContext
 from chatserver.presence import LocalPresence, RedisPresence
 from chatserver.problems import EXCEPTION_HANDLERS
-from chatserver.services import Services, now_us
+from chatserver.services import Services
 from chatserver.streams import BoundedSubscriber, ChatChannels, ChatRedisBackend
 
 log = logging.getLogger("chatserver")
@@ -107,11 +107,9 @@ def _redis_client(url: str) -> Redis:
 
 async def _purge_idempotency_keys(services: Services) -> None:
     """Forget Idempotency-Keys older than their time to live, once an hour."""
-    ttl_us = services.settings.idempotency_ttl_seconds * 1_000_000
     while True:
         try:
-            async with services.db.transaction() as conn:
-                removed = await store.delete_idempotency_keys_before(conn, now_us() - ttl_us)
+            removed = await actions.forget_expired_idempotency_keys(services)
             if removed:
                 log.info("forgot %d expired idempotency keys", removed)
         except Exception:  # a failed purge must not stop the server; try again later

@@ -14,7 +14,9 @@ from typing import NamedTuple
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from chatserver.errors import NotAuthenticated
+from chatserver import store
+from chatserver.db import Database
+from chatserver.errors import BadCredentials, NotAuthenticated
 
 # argon2-cffi's defaults are argon2id with RFC 9106's low-memory profile.
 _hasher = PasswordHasher()
@@ -34,6 +36,17 @@ async def verify_password(password_hash: str | None, password: str) -> bool:
     return await asyncio.to_thread(_verify, password_hash or _DUMMY_HASH, password) and bool(
         password_hash
     )
+
+
+async def user_with_password(db: Database, login: str, password: str) -> store.UserRow:
+    """The user whose username (or email) is ``login``, if ``password`` is theirs; else
+    BadCredentials, after the same work whether or not the user exists."""
+    async with db.read() as conn:
+        user = await store.find_user_by_login(conn, login.casefold())
+    if not await verify_password(user.password_hash if user else None, password):
+        raise BadCredentials()
+    assert user is not None  # verify_password is False without a hash
+    return user
 
 
 def _verify(password_hash: str, password: str) -> bool:

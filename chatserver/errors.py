@@ -46,6 +46,12 @@ class UnsupportedMediaType(ChatError):
     title = "Unsupported media type"
 
 
+class NotAcceptable(ChatError):
+    status = 406
+    code = "not-acceptable"
+    title = "Not acceptable"
+
+
 class NotFound(ChatError):
     status = 404
     code = "not-found"

@@ -57,7 +57,7 @@ class Events:
         """Whether a send should look up its order hints: someone may be streaming."""
         return any(self._may_listen(user_channel(user_id)) for user_id in user_ids)
 
-    async def publish_message(self, message: MessageOut, previous: dict[int, int] | None) -> None:
+    def publish_message(self, message: MessageOut, previous: dict[int, int] | None) -> None:
         """Publish a message, rendered once by the caller for its own response.
 
         With ``previous`` (user id -> their message before this one), each user's copy
@@ -75,7 +75,7 @@ class Events:
         for user_id in users:
             self.channels.publish(b"%d %s" % (previous[user_id], data), user_channel(user_id))
 
-    async def publish_received(self, by: int, marked: list[tuple[int, int]], at: int) -> None:
+    def publish_received(self, by: int, marked: list[tuple[int, int]], at: int) -> None:
         """Tell each sender which of its messages ``by`` has now fetched."""
         by_sender: dict[int, list[int]] = defaultdict(list)
         for message_id, sender_id in marked:
@@ -90,8 +90,8 @@ class Events:
         """The users among ``user_ids`` whose channel may have a subscriber somewhere."""
         return [user_id for user_id in user_ids if self._may_listen(user_channel(user_id))]
 
-    async def revoke_token(self, user_id: int, token_hash: str) -> None:
+    def revoke_token(self, user_id: int, token_hash: str) -> None:
         self.channels.publish(_encode(RevokeEvent(user_id, token_hash)), CONTROL_CHANNEL)
 
-    async def revoke_user(self, user_id: int) -> None:
+    def revoke_user(self, user_id: int) -> None:
         self.channels.publish(_encode(RevokeEvent(user_id)), CONTROL_CHANNEL)

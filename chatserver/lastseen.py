@@ -1,12 +1,16 @@
 """``last_seen_at``: a fetch moves it to now, written at most once per resolution per user.
 
+``LastSeen`` is the one writer outside ``actions`` (a timestamp, not a record anyone asked
+to change): its background task writes what fetches and open streams noted, and a stream
+that opens has its first time written at once (``touch``).
+
 The first fetch this process serves for a user is written in that fetch's own transaction,
 so the user (and everyone else) sees it set as soon as the response arrives. Later fetches
 only note their time; a background task writes every noted user together, one transaction
 per resolution period. Without that, a busy server with many users made one durable commit
-per user per second on its read path (measured: a quarter of the inbox request rate at 1,000
-users). A crash can lose the last period's updates of a timestamp, never a message or a
-received mark.
+per user per second on its read path: with many users, a heavy load of durable writes
+beside the reads themselves. A crash can lose the last period's updates of a timestamp,
+never a message or a received mark.
 """
 
 from __future__ import annotations

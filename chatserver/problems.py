@@ -93,7 +93,7 @@ def _validation_problem(
         message = str(item.get("message")) if isinstance(item, dict) else str(item)
         if missing := MISSING_FIELD_RE.search(message):
             key = missing.group(1)
-        errors.setdefault(_public_name(request, _field_name(key)), []).append(message)
+        errors.setdefault(_field_name(key), []).append(message)
     fields = ", ".join(sorted(errors)) or "body"
     detail = f"Invalid value for: {fields}" if errors else str(exc.detail)
     return problem_response(400, "invalid-input", "Invalid input", detail, errors=errors or {})
@@ -104,17 +104,6 @@ def _field_name(key: str) -> str:
     if key == "data":
         return "body"
     return key.removeprefix("$.").split(".", 1)[0].split("[", 1)[0] or "body"
-
-
-def _public_name(request: Request[Any, Any, Any], name: str) -> str:
-    """The name a client used for a route parameter (``with`` for ``with_user``)."""
-    try:
-        parameter = request.route_handler.parsed_fn_signature.parameters.get(name)
-    except Exception:  # no route (the router failed) or no such parameter
-        return name
-    kwarg = getattr(parameter, "kwarg_definition", None)
-    alias = getattr(kwarg, "query", None) or getattr(kwarg, "header", None)
-    return str(alias) if alias else name
 
 
 def handle_too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Problem]:

@@ -23,6 +23,16 @@ USERNAME_RE = re.compile(r"[\w.@+-]{1,30}")
 MESSAGE_MAX = 10_000
 PASSWORD_MIN, PASSWORD_MAX = 8, 1024
 EMAIL_MAX = 254
+MAX_PAGE = 10**9
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+# Text PostgreSQL can store: no NUL, no lone surrogates (from bytes that are not UTF-8).
+TEXT_PATTERN = r"^[^\x00\ud800-\udfff]*$"
+# What a client is told when a value does not match one of these patterns.
+PATTERN_MEANINGS = {
+    IDEMPOTENCY_KEY_PATTERN: "must be 1–255 visible ASCII characters",
+    TEXT_PATTERN: "must not contain NUL characters or invalid Unicode",
+}
+Cursor = Annotated[int, msgspec.Meta(ge=0, le=MAX_ID, description="A message id")]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -38,19 +48,93 @@ def to_datetime(micros: int | None) -> datetime | None:
 class NewUser(msgspec.Struct):
     """Unknown fields are ignored: nobody can set their own id, date_joined or a role."""
 
-    username: str
-    email: str
-    password: str
+    username: Annotated[str, msgspec.Meta(examples=["john"])]
+    email: Annotated[str, msgspec.Meta(examples=["john@example.com"])]
+    password: Annotated[str, msgspec.Meta(examples=["s3cret-pass"])]
 
 
 class Login(msgspec.Struct):
-    username: str
-    password: str
+    username: Annotated[str, msgspec.Meta(description="Username or email", examples=["john"])]
+    password: Annotated[str, msgspec.Meta(examples=["s3cret-pass"])]
+
+    def __post_init__(self) -> None:
+        check_login(self)
 
 
 class NewMessage(msgspec.Struct):
-    user_id: Id
-    message: str
+    user_id: Annotated[int, msgspec.Meta(ge=1, le=MAX_ID, examples=[1])]
+    message: Annotated[str, msgspec.Meta(min_length=1, max_length=MESSAGE_MAX, examples=["hai 12"])]
+
+    def __post_init__(self) -> None:
+        check_message(self.message)
+
+
+class SendHeaders(msgspec.Struct, frozen=True):
+    idempotency_key: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                pattern=IDEMPOTENCY_KEY_PATTERN,
+                description="1–255 visible ASCII characters; a repeat returns the first response",
+            ),
+        ]
+        | None
+    ) = msgspec.field(default=None, name="Idempotency-Key")
+
+
+class MessagesQuery(msgspec.Struct, frozen=True):
+    page: Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE)] = 1
+    page_size: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
+    with_: (
+        Annotated[int, msgspec.Meta(ge=1, le=MAX_ID, description="Only the conversation with them")]
+        | None
+    ) = msgspec.field(default=None, name="with")
+    unread: Annotated[bool, msgspec.Meta(description="Only messages not fetched before")] = False
+    before_id: Cursor | None = None
+    after_id: Cursor | None = None
+    wait: Annotated[
+        float,
+        msgspec.Meta(
+            ge=0,
+            le=30,
+            description="Long-poll: with after_id, hold up to this many seconds"
+            " until a message arrives",
+        ),
+    ] = 0.0
+
+
+class UserQuery(msgspec.Struct, frozen=True):
+    user_id: Annotated[int, msgspec.Meta(ge=1, le=MAX_ID, description="A user's id")] | None = None
+    username: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                max_length=EMAIL_MAX, pattern=TEXT_PATTERN, description="Exact username, any case"
+            ),
+        ]
+        | None
+    ) = None
+
+
+class DeleteMeQuery(msgspec.Struct, frozen=True):
+    user_id: (
+        Annotated[int, msgspec.Meta(description="Not accepted: an account can only delete itself")]
+        | None
+    ) = None
+
+
+class StreamQuery(msgspec.Struct, frozen=True):
+    after_id: (
+        Annotated[int, msgspec.Meta(ge=0, le=MAX_ID, description="Replay what came after this id")]
+        | None
+    ) = None
+
+
+class StreamHeaders(msgspec.Struct, frozen=True):
+    last_event_id: (
+        Annotated[int, msgspec.Meta(ge=0, le=MAX_ID, description="Resume after this id (SSE)")]
+        | None
+    ) = msgspec.field(default=None, name="Last-Event-ID")
 
 
 # ---------------------------------------------------------------- responses

@@ -1,9 +1,5 @@
-"""What the routes share: the app's services and the authenticated caller.
-
-Routes call these directly instead of declaring Litestar dependencies: measured on the inbox
-route, resolving two dependencies cost about a fifth of the request rate (each one is a
-signature model and a kwargs pass per request), more than everything our own code does.
-"""
+"""What the routes share: the app's services and the authenticated caller (provided to
+handlers by ``route.py``, and used directly by the WebSocket route)."""
 
 from __future__ import annotations
 
@@ -14,7 +10,7 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 
 from chatserver import auth, store
-from chatserver.errors import BadCredentials, NotAuthenticated
+from chatserver.errors import NotAuthenticated
 from chatserver.services import Services
 
 
@@ -35,11 +31,7 @@ async def authenticate(s: Services, header: str | None) -> Caller:
     credentials = auth.parse_authorization(header)
     if isinstance(credentials, auth.BearerCredentials):
         return await _bearer(s, credentials.token_hash)
-    async with s.db.read() as conn:
-        user = await store.find_user_by_login(conn, credentials.username.casefold())
-    hashed = user.password_hash if user else None
-    if not await auth.verify_password(hashed, credentials.password) or user is None:
-        raise BadCredentials()
+    user = await auth.user_with_password(s.db, credentials.username, credentials.password)
     return Caller(user.id)
 
 
@@ -54,11 +46,6 @@ async def _bearer(s: Services, token_hash: str) -> Caller:
     return Caller(user_id, token_hash)
 
 
-async def caller_of(request: Request[Any, Any, Any], services: Services) -> Caller:
-    """The authenticated caller of a request, or NotAuthenticated (401)."""
-    return await authenticate(services, header(request.scope, b"authorization"))
-
-
 def header(scope: Any, name: bytes) -> str | None:
     """One request header (``name`` in lower case), or None.
 
@@ -67,29 +54,6 @@ def header(scope: Any, name: bytes) -> str | None:
         if key == name:
             return bytes(value).decode("latin-1")
     return None
-
-
-class JsonBody:
-    """A JSON body already encoded, returned by the hot routes as a bare ASGI app.
-
-    Litestar's ``Response`` builds a header object, an ``ASGIResponse`` and checks the
-    media type on every request; measured on the inbox route that was about 8 % of its
-    time. A route returning this documents its body with ``responses=`` instead.
-    """
-
-    __slots__ = ("body", "status")
-
-    def __init__(self, body: bytes, status: int = 200) -> None:
-        self.body = body
-        self.status = status
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(self.body)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": self.status, "headers": headers})
-        await send({"type": "http.response.body", "body": self.body})
 
 
 def took_ms(request: Request[Any, Any, Any]) -> int:

@@ -1,21 +1,18 @@
-"""OpenAPI pieces shared by the routes: error responses and the seed's examples."""
+"""The error responses a route documents: one problem+json example per status."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Iterable
 
-from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example, Operation, Parameter, RequestBody
+from litestar.openapi.spec import Example
 
-from chatserver.problems import Problem
+from chatserver.problems import PROBLEM_TYPE_BASE, Problem
 
 
 def problem(description: str, status: int, detail: str) -> ResponseSpec:
     example = {
-        "type": "https://chatserver.dev/problems/...",
+        "type": PROBLEM_TYPE_BASE + "...",
         "title": description,
         "status": status,
         "detail": detail,
@@ -29,48 +26,20 @@ def problem(description: str, status: int, detail: str) -> ResponseSpec:
     )
 
 
-INVALID = problem("Invalid input", 400, "Invalid value for: user_id")
-UNAUTHENTICATED = problem("Authentication required", 401, "The token is invalid or revoked")
-NOT_FOUND = problem("Not found", 404, "There is no user with id 7")
-CONFLICT = problem("Conflict", 409, "That username is already registered")
-TOO_LARGE = problem("Request body too large", 413, "The body is larger than 64 KiB")
-NOT_JSON = problem("Unsupported media type", 415, "Send the body as JSON")
-KEY_REUSED = problem("Idempotency-Key reused", 422, "Key already used with another body")
-
-UNAVAILABLE = problem("Service unavailable", 503, "The database cannot be reached right now")
-
-# The errors each kind of route can answer with, for its OpenAPI responses.
-WITH_BODY = {400: INVALID, 413: TOO_LARGE, 415: NOT_JSON, 503: UNAVAILABLE}
-WITH_QUERY = {400: INVALID, 503: UNAVAILABLE}
-AUTHED = {401: UNAUTHENTICATED, 503: UNAVAILABLE}
-NOT_ACCEPTABLE = problem("Not acceptable", 406, "Ask for Accept: text/event-stream")
+PROBLEMS = {
+    400: problem("Invalid input", 400, "Invalid value for: user_id"),
+    401: problem("Authentication required", 401, "The token is invalid or revoked"),
+    403: problem("Forbidden", 403, "Only the sender may do that"),
+    404: problem("Not found", 404, "There is no user with id 7"),
+    406: problem("Not acceptable", 406, "Ask for Accept: text/event-stream"),
+    409: problem("Conflict", 409, "That username is already registered"),
+    413: problem("Request body too large", 413, "The body is larger than 64 KiB"),
+    415: problem("Unsupported media type", 415, "Send the body as JSON"),
+    422: problem("Idempotency-Key reused", 422, "Key already used with another body"),
+    503: problem("Service unavailable", 503, "The database cannot be reached right now"),
+}
 
 
-H = TypeVar("H", bound=HTTPRouteHandler)
-
-
-def summarized(*handlers: H) -> list[H]:
-    """Give each route its docstring's first line as OpenAPI summary (before a Router
-    copies it)."""
-    for handler in handlers:
-        doc = (handler.fn.__doc__ or "").strip()
-        if doc and not handler.summary:
-            handler.summary = doc.splitlines()[0]
-    return list(handlers)
-
-
-def operation_class(
-    *, parameters: Sequence[Parameter] = (), body: RequestBody | None = None
-) -> type[Operation]:
-    """An Operation class for a route decorator that documents the parameters and the body
-    a route reads itself (Litestar documents only what it parses for the route)."""
-
-    @dataclass
-    class DocumentedOperation(Operation):
-        def __post_init__(self) -> None:
-            if parameters:
-                self.parameters = [*(self.parameters or []), *parameters]
-            if body is not None:
-                self.request_body = body
-
-    return DocumentedOperation
+def for_statuses(statuses: Iterable[int]) -> dict[int, ResponseSpec]:
+    """The documented problem response of each status."""
+    return {status: PROBLEMS[status] for status in sorted(statuses)}

@@ -12,19 +12,18 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, WebSocket, get, websocket
+from litestar import Request, WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
-from litestar.params import HeaderParameter, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from chatserver import store
-from chatserver.api import docs
-from chatserver.api.deps import Caller, authenticate, caller_of, header, services_of
+from chatserver.api import route
+from chatserver.api.deps import Caller, authenticate, header, services_of
 from chatserver.config import MAX_FRAME_BYTES
 from chatserver.db import now_us
-from chatserver.errors import ChatError, InvalidInput, NotAuthenticated
+from chatserver.errors import InvalidInput, NotAcceptable, NotAuthenticated
 from chatserver.hub import CLOSE_REVOKED, StreamHandle
-from chatserver.schemas import MAX_ID
+from chatserver.schemas import MAX_ID, StreamHeaders, StreamQuery
 from chatserver.services import Services
 from chatserver.streams import Feed, StreamEvent, StreamUnavailable, subscription
 
@@ -38,6 +37,7 @@ CLOSE_TIMEOUT_SECONDS = 5.0
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
 CLOSE_UNAVAILABLE = 1011
+CLOSE_INVALID = 1008  # policy violation: the query string is invalid
 
 
 class AuthFrame(msgspec.Struct, tag="auth", tag_field="type"):
@@ -56,18 +56,26 @@ def error_event(code: str, detail: str) -> str:
 # ---------------------------------------------------------------- WebSocket
 
 
+STREAM_QUERY = route.QueryReader(StreamQuery)
+
+
 @websocket("/api/v1/stream")
-async def stream_socket(
-    socket: WebSocket[Any, Any, Any],
-    after_id: Annotated[int | None, Parameter(ge=0, le=MAX_ID)] = None,
-) -> None:
-    """Live events over WebSocket (Bearer header, or a first frame {"type": "auth", …})."""
+async def stream_socket(socket: WebSocket[Any, Any, Any]) -> None:
+    """Live events over WebSocket (Bearer header, or a first frame {"type": "auth", …}).
+
+    Query: ``after_id`` as for Server-Sent Events (read with the same declaration)."""
     services = services_of(socket)
     connecting_since = now_us()  # without after_id, the stream starts here
     # Accept first: a refusal before accepting reaches most clients as a bare HTTP 403.
     await socket.accept()
     try:
-        caller, after_id = await _authenticate_socket(socket, services, after_id)
+        query = STREAM_QUERY.read_scope(socket.scope)
+    except InvalidInput as exc:
+        await socket.send_data(error_event(exc.code, exc.detail))
+        await _close(socket, CLOSE_INVALID)
+        return
+    try:
+        caller, after_id = await _authenticate_socket(socket, services, query.after_id)
     except (NotAuthenticated, TimeoutError, WebSocketDisconnect):
         await _close(socket, CLOSE_REVOKED)
         return
@@ -161,10 +169,10 @@ class Sender:
     to send.
 
     A task that waited on an idle stream held a new future and two coroutines from one
-    event to the next: at 10,000 sockets and 10,000 deliveries a second, about 50,000 such
-    objects a second lived long enough to reach the garbage collector's oldest generation,
-    and set off a full collection every few seconds (~350 ms each with 10,000 streams
-    open; see docs/performance.md). A task that ends when the queue is empty leaves nothing
+    event to the next: with many sockets and deliveries, many such objects lived long
+    enough to reach the garbage collector's oldest generation and set off frequent full
+    collections, each one slow with many streams open (see docs/architecture.md and
+    docs/performance.md). A task that ends when the queue is empty leaves nothing
     behind: its objects are freed as soon as it returns.
     """
 
@@ -245,33 +253,21 @@ async def _close(socket: WebSocket[Any, Any, Any], code: int) -> None:
 # ---------------------------------------------------------------- Server-Sent Events
 
 
-@get("/api/v1/stream", responses={**docs.WITH_QUERY, **docs.AUTHED, 406: docs.NOT_ACCEPTABLE})
+@route.get("/api/v1/stream", errors=(406,))
 async def stream_sse(
     request: Request[Any, Any, Any],
-    after_id: Annotated[int | None, Parameter(ge=0, le=MAX_ID)] = None,
-    last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
+    services: Services,
+    caller: Caller,
+    query: StreamQuery,
+    headers: StreamHeaders,
 ) -> ServerSentEvent:
-    """Live events as Server-Sent Events (Accept: text/event-stream); resumable."""
-    services = services_of(request)
-    caller = await caller_of(request, services)
+    """Live events as Server-Sent Events (Accept: text/event-stream); resumable.
+
+    Resume with Last-Event-ID (what EventSource sends by itself) or after_id."""
     if "text/event-stream" not in request.headers.get("accept", ""):
         raise NotAcceptable("Ask for 'Accept: text/event-stream', or open a WebSocket here")
-    cursor = _resume_point(after_id, last_event_id)
+    cursor = headers.last_event_id if headers.last_event_id is not None else query.after_id
     return ServerSentEvent(_sse_events(services, caller, cursor))
-
-
-class NotAcceptable(ChatError):
-    status = 406
-    code = "not-acceptable"
-    title = "Not acceptable"
-
-
-def _resume_point(after_id: int | None, last_event_id: str | None) -> int | None:
-    if last_event_id is None:
-        return after_id
-    if not last_event_id.isdigit() or int(last_event_id) > MAX_ID:
-        raise InvalidInput({"Last-Event-ID": ["must be a message id"]})
-    return int(last_event_id)
 
 
 async def _sse_events(
@@ -317,4 +313,4 @@ async def _sse_messages(feed: Feed, handle: StreamHandle) -> AsyncIterator[Serve
             pending.cancel()
 
 
-HANDLERS = [stream_socket, *docs.summarized(stream_sse)]
+HANDLERS = [stream_socket, stream_sse]
