@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -12,6 +13,7 @@ import msgspec
 from chatserver import auth, store
 from chatserver.db import Conn, UniqueViolation
 from chatserver.errors import Conflict, IdempotencyMismatch, NotFound
+from chatserver.events import MESSAGE, READ, RECEIVED
 from chatserver.schemas import Login, MessageOut, NewMessage, NewUser, check_new_user
 from chatserver.services import Services, now_us
 from chatserver.streams import subscription
@@ -67,6 +69,14 @@ async def forget_expired_idempotency_keys(s: Services) -> int:
         return await store.delete_idempotency_keys_before(conn, cutoff)
 
 
+async def forget_expired_events(s: Services) -> int:
+    """Delete events older than their retention; a stream resuming from before them gets
+    a ``reset`` event (see streams.py)."""
+    cutoff = now_us() - int(s.settings.event_retention_days * 86_400_000_000)
+    async with s.db.transaction() as conn:
+        return await store.delete_events_before(conn, cutoff)
+
+
 # ---------------------------------------------------------------- sending
 
 # The status stored with an idempotent response (the table keeps one per key).
@@ -87,14 +97,13 @@ async def send_message(
 ) -> Sent:
     """Store a message durably; with an Idempotency-Key, a repeat returns the first message."""
     request_hash = _request_hash(body)
-    hints = s.events.wants_order_hints(sender_id, body.user_id)
     try:
         async with s.db.transaction() as conn:
             if idempotency_key is not None:
                 earlier = await store.get_idempotent_response(conn, sender_id, idempotency_key)
                 if earlier is not None:
                     return _replay(earlier, request_hash)
-            message, previous = await _insert_message(conn, sender_id, body, hints)
+            message, positions = await _insert_message(conn, sender_id, body)
             view = message_out(message)
             if idempotency_key is not None:
                 stored = store.StoredResponse(request_hash, SENT, _encode(view).decode())
@@ -104,32 +113,39 @@ async def send_message(
     except UniqueViolation:
         # A concurrent repeat with the same key committed first: answer with its result.
         return await _replay_committed(s, sender_id, idempotency_key, request_hash)
-    s.events.publish_message(view, previous)
+    s.events.publish_message(view, positions)
     return Sent(view, replayed=False)
 
 
 async def _insert_message(
-    conn: Conn, sender_id: int, body: NewMessage, hints: bool
-) -> tuple[store.MessageRow, dict[int, int] | None]:
-    """Lock both users' rows in ascending id order, then take the message id (see models.py).
-
-    With ``hints``, also return each user's previous message id (for live streams)."""
-    recipient_id = body.user_id
-    users = sorted({sender_id, recipient_id})
+    conn: Conn, sender_id: int, body: NewMessage
+) -> tuple[store.MessageRow, store.Positions]:
+    """Lock both users' rows in ascending id order, taking each one's event position, then
+    the message id (see models.py); count it in both conversations; store both events."""
+    recipient_id, now = body.user_id, now_us()
+    taken: dict[int, int] = {}
     seq: int | None = None
-    for user_id in users:
+    for user_id in sorted({sender_id, recipient_id}):
         if user_id == recipient_id:
-            seq = await store.count_for_receive(conn, user_id, also_sent=user_id == sender_id)
-            if seq is None:
+            counted = await store.count_for_receive(conn, user_id, also_sent=user_id == sender_id)
+            if counted is None:
                 raise NotFound(f"There is no user with id {recipient_id}")
-        elif not await store.count_for_send(conn, user_id):
+            seq, taken[user_id] = counted
+        elif (pos := await store.count_for_send(conn, user_id)) is not None:
+            taken[user_id] = pos
+        else:
             raise NotFound("The sending user no longer exists")
     assert seq is not None
-    previous = None
-    if hints:
-        previous = dict(zip(users, await store.latest_involving(conn, users), strict=True))
-    message = await store.insert_message(conn, sender_id, recipient_id, body.message, now_us(), seq)
-    return message, previous
+    positions = store.Positions(taken[sender_id], taken[recipient_id])
+    message = await store.insert_message(
+        conn, sender_id, recipient_id, body.message, now, seq, positions
+    )
+    await store.count_in_conversations(conn, sender_id, recipient_id, message.id)
+    await store.insert_events(
+        conn,
+        [store.NewEvent(user_id, pos, MESSAGE, now, message.id) for user_id, pos in taken.items()],
+    )
+    return message, positions
 
 
 def _request_hash(body: NewMessage) -> str:
@@ -212,19 +228,102 @@ async def _load_messages(s: Services, conn: Conn, ids: list[int]) -> list[store.
 async def _mark_fetched(
     s: Services, user_id: int, rows: list[store.MessageRow]
 ) -> list[store.MessageRow]:
-    """Write received_at (and last_seen_at, see lastseen.py) when there is something to change."""
+    """Write received_at (and last_seen_at, see lastseen.py) when there is something to
+    change; each sender gets a ``received`` event."""
     unread = [m.id for m in rows if m.recipient_id == user_id and m.received_at is None]
     if not s.last_seen.note_fetch(user_id) and not unread:
         return rows
     now = now_us()
     async with s.db.transaction() as conn:
-        await store.set_last_seen(conn, user_id, now)
         marked = await store.mark_received(conn, user_id, unread, now) if unread else []
+        received = await _note_received(conn, user_id, marked, now)
     if not marked:
         return rows
-    s.events.publish_received(user_id, marked, now)
+    s.events.publish_received(user_id, received, now)
     marked_ids = {message_id for message_id, _ in marked}
     return [m._replace(received_at=now) if m.id in marked_ids else m for m in rows]
+
+
+async def _note_received(
+    conn: Conn, user_id: int, marked: list[tuple[int, int]], now: int
+) -> list[tuple[int, int, list[int]]]:
+    """The reader's counters and last_seen_at, and a ``received`` event for each sender
+    still there: (sender, position, message ids). Users' rows are locked in ascending id
+    order, as sends lock them."""
+    by_sender: dict[int, list[int]] = defaultdict(list)
+    for message_id, sender_id in marked:
+        by_sender[sender_id].append(message_id)
+    received = []
+    for uid in sorted({user_id, *by_sender}):
+        if uid == user_id:
+            await store.note_fetch(conn, user_id, len(marked), now)
+        if uid in by_sender and (pos := await store.take_event_positions(conn, uid)) is not None:
+            received.append((uid, pos, by_sender[uid]))
+    if received:
+        ids_json = [_encode(ids).decode() for _, _, ids in received]
+        await store.insert_events(
+            conn,
+            [
+                store.NewEvent(uid, pos, RECEIVED, now, by_id=user_id, message_ids=ids)
+                for (uid, pos, _), ids in zip(received, ids_json, strict=True)
+            ],
+        )
+    return received
+
+
+# ---------------------------------------------------------------- read marks
+
+
+async def mark_read(
+    s: Services, user_id: int, peer_id: int, up_to_id: int
+) -> store.ConversationRow:
+    """Move the caller's read mark in a conversation forward (clamped to its latest
+    message; never back); both users get a ``read`` event when it moves."""
+    now = now_us()
+    async with s.db.transaction() as conn:
+        conversation = await store.get_conversation(conn, user_id, peer_id)
+        if conversation is None:
+            raise NotFound("You have no conversation with that user")
+        up_to = min(up_to_id, conversation.last_message_id)
+        if up_to <= conversation.last_read_id:
+            return conversation
+        # Lock both users as sends do, then read the conversation again under the locks.
+        positions = await _take_positions(conn, sorted({user_id, peer_id}))
+        conversation = await store.get_conversation(conn, user_id, peer_id)
+        assert conversation is not None
+        up_to = max(up_to, conversation.last_read_id)  # another device may have gone further
+        await _move_read_mark(conn, conversation, up_to)
+        await store.insert_events(
+            conn,
+            [
+                store.NewEvent(uid, pos, READ, now, by_id=user_id, of_id=peer_id, up_to_id=up_to)
+                for uid, pos in positions.items()
+            ],
+        )
+        updated = await store.get_conversation(conn, user_id, peer_id)
+    s.events.publish_read(user_id, peer_id, up_to, now, positions)
+    assert updated is not None
+    return updated
+
+
+async def _take_positions(conn: Conn, user_ids: list[int]) -> dict[int, int]:
+    """An event position for each user still there, in the order given (ascending ids)."""
+    taken = {}
+    for uid in user_ids:
+        if (pos := await store.take_event_positions(conn, uid)) is not None:
+            taken[uid] = pos
+    return taken
+
+
+async def _move_read_mark(conn: Conn, conversation: store.ConversationRow, up_to: int) -> None:
+    user_id, peer_id = conversation.user_id, conversation.peer_id
+    if user_id == peer_id:
+        unread = 0  # your own messages are never unread for you
+    else:
+        read = await store.received_up_to(conn, user_id, peer_id, up_to)
+        unread = max(conversation.received_count - read, 0)
+    if await store.set_read_mark(conn, user_id, peer_id, up_to, unread):
+        await store.add_to_unread_total(conn, user_id, unread - conversation.unread_count)
 
 
 async def wait_for_messages(

@@ -62,6 +62,9 @@ class Settings:
     token_cache_seconds: float = setting(
         30.0, "how long a bearer token look-up is cached (revoking evicts it at once)"
     )
+    event_retention_days: float = setting(
+        30.0, "how long events are kept for streams resuming with since (older: a reset event)"
+    )
     stream_queue_size: int = setting(
         1000, "events waiting for one stream; a client further behind is closed with 1013"
     )
@@ -147,6 +150,7 @@ POSITIVE = (
     "last_seen_resolution_seconds",
     "token_cache_seconds",
     "stream_queue_size",
+    "event_retention_days",
 )
 
 

@@ -1,20 +1,22 @@
 """Real-time events: their payloads and the channel each goes to.
 
-Every user has one channel; an event is encoded once and published to the channels of
-everyone who should see it. The channels plugin carries it to every subscribed socket on
-this process, and, with the Redis backend, on every other process and machine.
+Every user has one channel, and every event a user can receive (but errors and ephemeral
+ones) is stored with the user's position before it is published (see store.py, events).
+The channels plugin carries it to every subscribed socket on this process, and, with the
+Redis backend, on every other process and machine.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 
 import msgspec
 from litestar.channels import ChannelsPlugin
 
+from chatserver import store
 from chatserver.schemas import MessageOut, to_datetime
+from chatserver.views import message_out
 
 # Control events (revocations) go to every node, so each can evict caches and close sockets.
 CONTROL_CHANNEL = "control"
@@ -24,14 +26,87 @@ def user_channel(user_id: int) -> str:
     return f"user:{user_id}"
 
 
+# Events a user can receive. Each stored one carries ``pos``, the user's position: it
+# increases strictly for that user, in the order the events happened for them (each is
+# taken under the user's row lock, in the transaction that makes the change). msgspec
+# writes the tag first, so every payload starts ``{"type":"…","pos":N`` (see ``pos_of``).
+
+
 class MessageEvent(msgspec.Struct, tag="message", tag_field="type"):
-    message: MessageOut
+    pos: int
+    message: msgspec.Raw  # MessageOut, encoded once for every copy
 
 
 class ReceivedEvent(msgspec.Struct, tag="received", tag_field="type"):
+    """The recipient's client fetched these of my messages (delivered)."""
+
+    pos: int
     message_ids: list[int]
     by: int
     at: datetime
+
+
+class ReadEvent(msgspec.Struct, tag="read", tag_field="type"):
+    """``by`` read ``of``'s messages up to ``up_to_id`` (sent to both users)."""
+
+    pos: int
+    by: int
+    of: int
+    up_to_id: int
+    at: datetime
+
+
+class ResetEvent(msgspec.Struct, tag="reset", tag_field="type"):
+    """The position asked for is older than what is kept: refetch, then go on from ``pos``."""
+
+    pos: int
+
+
+POS_MARK = b',"pos":'
+
+
+def pos_of(payload: bytes) -> int | None:
+    """The position of an encoded event, read from its fixed prefix; None for an event
+    without one (errors, ephemeral events)."""
+    start = payload.find(POS_MARK, 0, 40)
+    if start < 0:
+        return None
+    start += len(POS_MARK)
+    end = start
+    while payload[end : end + 1].isdigit():
+        end += 1
+    return int(payload[start:end])
+
+
+def is_message_event(payload: bytes) -> bool:
+    return payload.startswith(b'{"type":"message"')
+
+
+def encode_message_event(pos: int, message: msgspec.Raw) -> bytes:
+    return _encode(MessageEvent(pos, message))
+
+
+def render(row: store.EventRow) -> bytes | None:
+    """A stored event as the client receives it; None for a message that no longer exists
+    (its recipient deleted their account)."""
+    at = to_datetime(row.at)
+    assert at is not None
+    if row.kind == MESSAGE:
+        if row.message is None:
+            return None
+        return encode_message_event(row.pos, msgspec.Raw(_encode(message_out(row.message))))
+    if row.kind == RECEIVED:
+        assert row.by_id is not None
+        assert row.message_ids is not None
+        ids = msgspec.json.decode(row.message_ids, type=list[int])
+        return _encode(ReceivedEvent(row.pos, ids, row.by_id, at))
+    assert row.by_id is not None
+    assert row.of_id is not None
+    assert row.up_to_id is not None
+    return _encode(ReadEvent(row.pos, row.by_id, row.of_id, row.up_to_id, at))
+
+
+MESSAGE, RECEIVED, READ = "message", "received", "read"
 
 
 class RevokeEvent(msgspec.Struct, tag="revoke", tag_field="type"):
@@ -53,42 +128,36 @@ class Events:
         self.channels = channels
         self._may_listen = may_listen  # whether a channel may have a subscriber anywhere
 
-    def wants_order_hints(self, *user_ids: int) -> bool:
-        """Whether a send should look up its order hints: someone may be streaming."""
-        return any(self._may_listen(user_channel(user_id)) for user_id in user_ids)
+    def publish(self, user_id: int, payload: bytes) -> None:
+        """Publish one user's copy of an event (already committed), if anyone may listen."""
+        channel = user_channel(user_id)
+        if self._may_listen(channel):
+            self.channels.publish(payload, channel)
 
-    def publish_message(self, message: MessageOut, previous: dict[int, int] | None) -> None:
-        """Publish a message, rendered once by the caller for its own response.
+    def publish_message(self, message: MessageOut, positions: store.Positions) -> None:
+        """Each user's copy of a new message, at their own position (one copy when it is
+        the same user)."""
+        body = msgspec.Raw(_encode(message))
+        self.publish(message.sent_by, encode_message_event(positions.sender, body))
+        if message.received_by != message.sent_by:
+            self.publish(message.received_by, encode_message_event(positions.recipient, body))
 
-        With ``previous`` (user id -> their message before this one), each user's copy
-        starts with that id and a space: the order hint streams use (streams.py).
-        Nothing is rendered or queued for a user nobody can be streaming (the check and
-        the publish run in one step of the loop, so a stream cannot subscribe between them;
-        one that subscribes later reads the committed message from the database)."""
-        users = self._listened({message.sent_by, message.received_by})
-        if not users:
-            return
-        data = _encode(MessageEvent(message))
-        if previous is None:
-            self.channels.publish(data, [user_channel(user_id) for user_id in users])
-            return
-        for user_id in users:
-            self.channels.publish(b"%d %s" % (previous[user_id], data), user_channel(user_id))
-
-    def publish_received(self, by: int, marked: list[tuple[int, int]], at: int) -> None:
-        """Tell each sender which of its messages ``by`` has now fetched."""
-        by_sender: dict[int, list[int]] = defaultdict(list)
-        for message_id, sender_id in marked:
-            by_sender[sender_id].append(message_id)
+    def publish_received(self, by: int, events: list[tuple[int, int, list[int]]], at: int) -> None:
+        """Tell each sender which of its messages ``by`` has now fetched:
+        (sender, position, message ids) each."""
         when = to_datetime(at)
         assert when is not None
-        for sender_id in self._listened(by_sender):
-            event = ReceivedEvent(by_sender[sender_id], by, when)
-            self.channels.publish(_encode(event), user_channel(sender_id))
+        for sender_id, pos, message_ids in events:
+            self.publish(sender_id, _encode(ReceivedEvent(pos, message_ids, by, when)))
 
-    def _listened(self, user_ids: Iterable[int]) -> list[int]:
-        """The users among ``user_ids`` whose channel may have a subscriber somewhere."""
-        return [user_id for user_id in user_ids if self._may_listen(user_channel(user_id))]
+    def publish_read(
+        self, by: int, of: int, up_to_id: int, at: int, positions: dict[int, int]
+    ) -> None:
+        """A read mark, to each user of the conversation at their position."""
+        when = to_datetime(at)
+        assert when is not None
+        for user_id, pos in positions.items():
+            self.publish(user_id, _encode(ReadEvent(pos, by, of, up_to_id, when)))
 
     def revoke_token(self, user_id: int, token_hash: str) -> None:
         self.channels.publish(_encode(RevokeEvent(user_id, token_hash)), CONTROL_CHANNEL)

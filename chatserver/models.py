@@ -45,6 +45,10 @@ users = Table(
     Column("received_count", BigInteger, nullable=False, server_default="0"),
     Column("unread_count", BigInteger, nullable=False, server_default="0"),
     Column("sent_count", BigInteger, nullable=False, server_default="0"),
+    # every conversation's unread_count added up (for a tab title, without a scan)
+    Column("unread_total", BigInteger, nullable=False, server_default="0"),
+    # the position of the user's latest event (see ``events``)
+    Column("event_pos", BigInteger, nullable=False, server_default="0"),
     # SQLite needs AUTOINCREMENT so that ids of deleted rows are never handed out again.
     sqlite_autoincrement=True,
 )
@@ -76,10 +80,17 @@ messages = Table(
     Column("peer_lo", BigInteger, nullable=False),
     Column("peer_hi", BigInteger, nullable=False),
     Column("conversation_seq", BigInteger, nullable=False, server_default="0"),
+    # the message's number among those from this sender to this recipient (1, 2, 3 …)
+    Column("pair_seq", BigInteger, nullable=False, server_default="0"),
+    # the position of its event in the sender's and the recipient's streams
+    Column("sender_pos", BigInteger, nullable=False, server_default="0"),
+    Column("recipient_pos", BigInteger, nullable=False, server_default="0"),
     Index("ix_messages_recipient_seq", "recipient_id", "recipient_seq", unique=True),
     Index("ix_messages_recipient_id", "recipient_id", "id"),
     Index("ix_messages_sender_id", "sender_id", "id"),
     Index("ix_messages_conversation", "peer_lo", "peer_hi", "id"),
+    # a read mark's unread count: the latest message from one sender at or below an id
+    Index("ix_messages_pair", "recipient_id", "sender_id", "id"),
     # only the unread messages: ?unread=true stays an index range however big the inbox
     Index(
         "ix_messages_unread",
@@ -90,6 +101,39 @@ messages = Table(
     ),
     # SQLite needs AUTOINCREMENT so that ids of deleted rows are never handed out again.
     sqlite_autoincrement=True,
+)
+
+conversations = Table(
+    "conversations",
+    metadata,
+    # one row per user and person they exchanged messages with (a conversation has two)
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    # no foreign key: the peer's account may be deleted, the conversation stays
+    Column("peer_id", BigInteger, primary_key=True),
+    Column("last_message_id", BigInteger, nullable=False),
+    # messages from the peer to the user, and how many of them are above last_read_id
+    Column("received_count", BigInteger, nullable=False, server_default="0"),
+    Column("unread_count", BigInteger, nullable=False, server_default="0"),
+    Column("last_read_id", BigInteger, nullable=False, server_default="0"),
+    Index("ix_conversations_latest", "user_id", "last_message_id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    # a user's events, numbered 1, 2, 3 … (``users.event_pos`` is the latest): what a
+    # stream replays after a position. A message event points at the message, so a replay
+    # shows its current state.
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("pos", BigInteger, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("message_id", BigInteger, nullable=True),
+    # received: who fetched (by) the messages listed; read: by, of (whose messages), up_to_id
+    Column("by_id", BigInteger, nullable=True),
+    Column("of_id", BigInteger, nullable=True),
+    Column("up_to_id", BigInteger, nullable=True),
+    Column("message_ids", Text, nullable=True),
+    Column("at", BigInteger, nullable=False, index=True),
 )
 
 idempotency_keys = Table(

@@ -123,16 +123,70 @@ class DeleteMeQuery(msgspec.Struct, frozen=True):
     ) = None
 
 
+Position = Annotated[int, msgspec.Meta(ge=0, le=MAX_ID, description="An event position")]
+
+
 class StreamQuery(msgspec.Struct, frozen=True):
+    since: (
+        Annotated[
+            int, msgspec.Meta(ge=0, le=MAX_ID, description="Replay every event after this position")
+        ]
+        | None
+    ) = None
     after_id: (
-        Annotated[int, msgspec.Meta(ge=0, le=MAX_ID, description="Replay what came after this id")]
+        Annotated[
+            int, msgspec.Meta(ge=0, le=MAX_ID, description="Replay from after this message id")
+        ]
         | None
     ) = None
 
 
+class ConversationsQuery(msgspec.Struct, frozen=True):
+    page_size: Annotated[int, msgspec.Meta(ge=1, le=100)] = 20
+    before: (
+        Annotated[
+            int,
+            msgspec.Meta(
+                ge=1, le=MAX_ID, description="Only conversations whose latest message id is lower"
+            ),
+        ]
+        | None
+    ) = None
+
+
+class PeerPath(msgspec.Struct, frozen=True):
+    user_id: Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
+
+
+class ReadMark(msgspec.Struct):
+    up_to_id: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            le=MAX_ID,
+            description="Everything they sent me up to this id is read",
+            examples=[42],
+        ),
+    ]
+
+
+class EventsQuery(msgspec.Struct, frozen=True):
+    since: (
+        Annotated[int, msgspec.Meta(ge=0, le=MAX_ID, description="Events after this position")]
+        | None
+    ) = None
+    wait: Annotated[
+        float,
+        msgspec.Meta(ge=0, le=30, description="Hold up to this many seconds until an event"),
+    ] = 0.0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
+
+
 class StreamHeaders(msgspec.Struct, frozen=True):
     last_event_id: (
-        Annotated[int, msgspec.Meta(ge=0, le=MAX_ID, description="Resume after this id (SSE)")]
+        Annotated[
+            int, msgspec.Meta(ge=0, le=MAX_ID, description="Resume after this position (SSE)")
+        ]
         | None
     ) = msgspec.field(default=None, name="Last-Event-ID")
 
@@ -171,6 +225,36 @@ class PageMeta(msgspec.Struct):
 class MessagePage(msgspec.Struct):
     meta: PageMeta
     messages: list[MessageOut]
+
+
+class ConversationOut(msgspec.Struct):
+    user_id: int
+    # None once that account is deleted
+    user: UserOut | None
+    last_message: MessageOut
+    # messages from them to me above last_read_id
+    unread_count: int
+    # my read mark here (0 until I mark anything), and theirs
+    last_read_id: int
+    peer_last_read_id: int
+
+
+class ConversationPage(msgspec.Struct):
+    conversations: list[ConversationOut]
+    # pass as ``before`` for the next page; None on the last page
+    next: int | None
+    # every conversation's unread_count added up
+    unread_total: int
+
+
+class EventPage(msgspec.Struct):
+    """Events in position order (see the stream's documentation for their shapes)."""
+
+    events: list[dict[str, object]]
+    # the position to pass as ``since`` next time
+    next: int
+    # True when ``since`` is older than what is kept (or not reached yet): refetch
+    reset: bool
 
 
 class TokenOut(msgspec.Struct):

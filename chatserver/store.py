@@ -56,6 +56,14 @@ async def get_user(conn: Conn, user_id: int) -> UserRow | None:
     return _user(await conn.fetch_one(f"SELECT {USER_COLUMNS} FROM users WHERE id = $1", user_id))
 
 
+async def get_users(conn: Conn, user_ids: list[int]) -> list[UserRow]:
+    """The users with these ids that exist, in no particular order."""
+    if not user_ids:
+        return []
+    sql = f"SELECT {USER_COLUMNS} FROM users WHERE id IN ({placeholders(1, len(user_ids))})"
+    return [UserRow(*row) for row in await conn.fetch_all(sql, *user_ids)]
+
+
 async def find_user_by_username(conn: Conn, username_key: str) -> UserRow | None:
     sql = f"SELECT {USER_COLUMNS} FROM users WHERE username_key = $1"
     return _user(await conn.fetch_one(sql, username_key))
@@ -96,31 +104,80 @@ async def delete_user(conn: Conn, user_id: int) -> bool:
         " FROM messages WHERE sender_id = $1) AS numbered WHERE messages.id = numbered.id",
         user_id,
     )
+    await _forget_in_conversations(conn, user_id)
+    await conn.execute("DELETE FROM events WHERE user_id = $1", user_id)
     await conn.execute("DELETE FROM tokens WHERE user_id = $1", user_id)
     await conn.execute("DELETE FROM idempotency_keys WHERE sender_id = $1", user_id)
     return await conn.execute("DELETE FROM users WHERE id = $1", user_id) == 1
 
 
-async def count_for_send(conn: Conn, sender_id: int) -> bool:
-    """Count a sent message on the sender's row; the UPDATE also locks it (PostgreSQL)."""
-    sql = "UPDATE users SET sent_count = sent_count + 1 WHERE id = $1"
-    return await conn.execute(sql, sender_id) == 1
+# The people a user talked to, from the user's own conversation rows (primary key lookups).
+_PEERS_OF = "user_id IN (SELECT peer_id FROM conversations WHERE user_id = $1) AND peer_id = $1"
 
 
-async def count_for_receive(conn: Conn, recipient_id: int, also_sent: bool) -> int | None:
-    """Count a received (and unread) message; return the recipient's new sequence number.
+async def _forget_in_conversations(conn: Conn, user_id: int) -> None:
+    """The user's own conversations go; those of the people they talked to stay, pointing at
+    the latest message left (the ones the user received are gone), or go when none is."""
+    await conn.execute(
+        "UPDATE conversations SET last_message_id = coalesce((SELECT max(m.id) FROM messages m"
+        " WHERE m.peer_lo = CASE WHEN conversations.user_id < $1 THEN conversations.user_id"
+        " ELSE $1 END AND m.peer_hi = CASE WHEN conversations.user_id < $1 THEN $1"
+        f" ELSE conversations.user_id END), 0) WHERE {_PEERS_OF}",
+        user_id,
+    )
+    await conn.execute(
+        f"DELETE FROM conversations WHERE {_PEERS_OF} AND last_message_id = 0", user_id
+    )
+    await conn.execute("DELETE FROM conversations WHERE user_id = $1", user_id)
 
-    The UPDATE locks the recipient's row until commit, so on PostgreSQL the message id taken
-    after it is ordered with every other message of this user (see docs/architecture.md).
+
+async def count_for_send(conn: Conn, sender_id: int) -> int | None:
+    """Count a sent message on the sender's row and take its event position (None: no such
+    user). The UPDATE also locks the row until commit (PostgreSQL)."""
+    pos = await conn.fetch_val(
+        "UPDATE users SET sent_count = sent_count + 1, event_pos = event_pos + 1"
+        " WHERE id = $1 RETURNING event_pos",
+        sender_id,
+    )
+    return None if pos is None else int(pos)
+
+
+async def count_for_receive(
+    conn: Conn, recipient_id: int, also_sent: bool
+) -> tuple[int, int] | None:
+    """Count a received (and unread) message; return the recipient's new sequence number
+    and the event position of the message (None: no such user).
+
+    The UPDATE locks the recipient's row until commit, so on PostgreSQL the message id and
+    position taken after it are ordered with every other message and event of this user
+    (see docs/architecture.md).
     """
     sent = 1 if also_sent else 0
-    seq = await conn.fetch_val(
+    row = await conn.fetch_one(
         "UPDATE users SET received_count = received_count + 1, unread_count = unread_count + 1,"
-        " sent_count = sent_count + $2 WHERE id = $1 RETURNING received_count",
+        " sent_count = sent_count + $2, event_pos = event_pos + 1,"
+        " unread_total = unread_total + 1 - $2"
+        " WHERE id = $1 RETURNING received_count, event_pos",
         recipient_id,
         sent,
     )
-    return None if seq is None else int(seq)
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+async def take_event_positions(conn: Conn, user_id: int, count: int = 1) -> int | None:
+    """Take ``count`` event positions for a user (locking their row); the last one, or None
+    when there is no such user. Callers lock several users in ascending id order."""
+    pos = await conn.fetch_val(
+        "UPDATE users SET event_pos = event_pos + $2 WHERE id = $1 RETURNING event_pos",
+        user_id,
+        count,
+    )
+    return None if pos is None else int(pos)
+
+
+async def current_event_pos(conn: Conn, user_id: int) -> int:
+    """The position of the user's latest event (0 before the first)."""
+    return await _user_counter(conn, user_id, "event_pos")
 
 
 # ---------------------------------------------------------------- tokens
@@ -169,15 +226,32 @@ def _latest_in_conversation(lo: str, hi: str) -> str:
 
 # A message is numbered after the latest of its conversation; the sender holds both users'
 # row locks, so no other message of the conversation is being inserted meanwhile.
+# Its number from this sender to this recipient follows the recipient's conversation row.
 INSERT_MESSAGE = (
     "INSERT INTO messages (sender_id, recipient_id, body, sent_at, recipient_seq,"
-    " peer_lo, peer_hi, conversation_seq) VALUES ($1, $2, $3, $4, $5, $6, $7,"
-    f" coalesce(({_latest_in_conversation('$6', '$7')}), 0) + 1) RETURNING id"
+    " peer_lo, peer_hi, conversation_seq, pair_seq, sender_pos, recipient_pos)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7,"
+    f" coalesce(({_latest_in_conversation('$6', '$7')}), 0) + 1,"
+    " coalesce((SELECT received_count FROM conversations WHERE user_id = $2"
+    " AND peer_id = $1), 0) + 1, $8, $9) RETURNING id"
 )
 
 
+class Positions(NamedTuple):
+    """A message's event position in its sender's and its recipient's streams."""
+
+    sender: int
+    recipient: int
+
+
 async def insert_message(
-    conn: Conn, sender_id: int, recipient_id: int, body: str, now: int, seq: int
+    conn: Conn,
+    sender_id: int,
+    recipient_id: int,
+    body: str,
+    now: int,
+    seq: int,
+    positions: Positions,
 ) -> MessageRow:
     lo, hi = sorted((sender_id, recipient_id))
     message_id = await conn.fetch_val(
@@ -189,8 +263,34 @@ async def insert_message(
         seq,
         lo,
         hi,
+        positions.sender,
+        positions.recipient,
     )
     return MessageRow(int(message_id), sender_id, recipient_id, body, now, None)
+
+
+# Both users' rows of the conversation: the latest message, and for the recipient one more
+# received (and unread, unless they wrote to themself).
+UPSERT_CONVERSATION = (
+    "INSERT INTO conversations (user_id, peer_id, last_message_id, received_count,"
+    " unread_count) VALUES {rows} ON CONFLICT (user_id, peer_id) DO UPDATE SET"
+    " last_message_id = excluded.last_message_id,"
+    " received_count = conversations.received_count + excluded.received_count,"
+    " unread_count = conversations.unread_count + excluded.unread_count"
+)
+_UPSERT_ONE = UPSERT_CONVERSATION.format(rows="($1, $1, $2, 1, 0)")
+_UPSERT_TWO = UPSERT_CONVERSATION.format(rows="($1, $2, $3, 0, 0), ($2, $1, $3, 1, 1)")
+
+
+async def count_in_conversations(
+    conn: Conn, sender_id: int, recipient_id: int, message_id: int
+) -> None:
+    """Record a new message in both users' conversation rows (one row when it is the same
+    user)."""
+    if sender_id == recipient_id:
+        await conn.execute(_UPSERT_ONE, sender_id, message_id)
+    else:
+        await conn.execute(_UPSERT_TWO, sender_id, recipient_id, message_id)
 
 
 CONVERSATION_COUNT = _latest_in_conversation("$1", "$2")
@@ -294,6 +394,8 @@ async def inbox_page(conn: Conn, user_id: int, offset: int, limit: int) -> tuple
 
 async def get_messages(conn: Conn, message_ids: list[int]) -> list[MessageRow]:
     """The messages with these ids that exist, in no particular order."""
+    if not message_ids:
+        return []
     ids = placeholders(1, len(message_ids))
     sql = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN ({ids})"
     return [MessageRow(*row) for row in await conn.fetch_all(sql, *message_ids)]
@@ -333,7 +435,8 @@ async def _count_beyond_cursor(conn: Conn, f: MessageFilter) -> int:
 async def mark_received(
     conn: Conn, recipient_id: int, message_ids: list[int], now: int
 ) -> list[tuple[int, int]]:
-    """Mark those of ``message_ids`` still unread as received; return (id, sender_id) of each."""
+    """Mark those of ``message_ids`` still unread as received; return (id, sender_id) of each.
+    The recipient's counter is the caller's next step (``note_fetch``)."""
     ids = placeholders(3, len(message_ids))
     rows = await conn.fetch_all(
         f"UPDATE messages SET received_at = $2 WHERE recipient_id = $1 AND id IN ({ids})"
@@ -342,13 +445,20 @@ async def mark_received(
         now,
         *message_ids,
     )
-    if rows:
-        await conn.execute(
-            "UPDATE users SET unread_count = unread_count - $2 WHERE id = $1",
-            recipient_id,
-            len(rows),
-        )
     return [(int(r[0]), int(r[1])) for r in rows]
+
+
+async def note_fetch(conn: Conn, user_id: int, received: int, now: int) -> None:
+    """After a fetch: ``received`` fewer unfetched messages, and last_seen_at moves to now
+    (only forward: two nodes racing cannot move it back in time)."""
+    await conn.execute(
+        "UPDATE users SET unread_count = unread_count - $2, last_seen_at = CASE"
+        " WHEN last_seen_at IS NULL OR last_seen_at < $3 THEN $3 ELSE last_seen_at END"
+        " WHERE id = $1",
+        user_id,
+        received,
+        now,
+    )
 
 
 async def last_involving_id_before(conn: Conn, user_id: int, before: int) -> int:
@@ -390,6 +500,168 @@ async def list_involving(conn: Conn, user_id: int, after_id: int, limit: int) ->
         " ORDER BY id LIMIT $3"
     )
     return [MessageRow(*row) for row in await conn.fetch_all(sql, user_id, after_id, limit)]
+
+
+# ---------------------------------------------------------------- conversations
+
+
+class ConversationRow(NamedTuple):
+    user_id: int
+    peer_id: int
+    last_message_id: int
+    received_count: int
+    unread_count: int
+    last_read_id: int
+    peer_last_read_id: int  # 0 when the peer's row is gone (a deleted account)
+
+
+# The peer's read mark comes from the peer's own row; a conversation with yourself has one
+# row, which is both.
+CONVERSATION_SELECT = (
+    "SELECT c.user_id, c.peer_id, c.last_message_id, c.received_count, c.unread_count,"
+    " c.last_read_id, coalesce(p.last_read_id, 0) FROM conversations c"
+    " LEFT JOIN conversations p ON p.user_id = c.peer_id AND p.peer_id = c.user_id"
+)
+
+
+async def get_conversation(conn: Conn, user_id: int, peer_id: int) -> ConversationRow | None:
+    row = await conn.fetch_one(
+        f"{CONVERSATION_SELECT} WHERE c.user_id = $1 AND c.peer_id = $2", user_id, peer_id
+    )
+    return None if row is None else ConversationRow(*row)
+
+
+async def list_conversations(
+    conn: Conn, user_id: int, before: int | None, limit: int
+) -> list[ConversationRow]:
+    """A page of the user's conversations, latest message first (an index range)."""
+    if before is None:
+        sql = f"{CONVERSATION_SELECT} WHERE c.user_id = $1 ORDER BY c.last_message_id DESC LIMIT $2"
+        rows = await conn.fetch_all(sql, user_id, limit)
+    else:
+        sql = (
+            f"{CONVERSATION_SELECT} WHERE c.user_id = $1 AND c.last_message_id < $2"
+            " ORDER BY c.last_message_id DESC LIMIT $3"
+        )
+        rows = await conn.fetch_all(sql, user_id, before, limit)
+    return [ConversationRow(*row) for row in rows]
+
+
+async def unread_total(conn: Conn, user_id: int) -> int:
+    """Every conversation's unread count added up: the user's counter, kept by sends,
+    fetches and read marks (see ``set_read_mark``)."""
+    return await _user_counter(conn, user_id, "unread_total")
+
+
+async def received_up_to(conn: Conn, user_id: int, peer_id: int, up_to_id: int) -> int:
+    """How many messages the peer sent the user with an id up to ``up_to_id`` (one seek)."""
+    value = await conn.fetch_val(
+        "SELECT pair_seq FROM messages WHERE recipient_id = $1 AND sender_id = $2"
+        " AND id <= $3 ORDER BY id DESC LIMIT 1",
+        user_id,
+        peer_id,
+        up_to_id,
+    )
+    return int(value or 0)
+
+
+async def set_read_mark(conn: Conn, user_id: int, peer_id: int, up_to_id: int, unread: int) -> bool:
+    """Move the user's read mark forward (never back) and set the conversation's unread
+    count, keeping the user's total in step; False when the mark did not move."""
+    moved = await conn.fetch_val(
+        "UPDATE conversations SET last_read_id = $3, unread_count = $4"
+        " WHERE user_id = $1 AND peer_id = $2 AND last_read_id < $3"
+        " RETURNING last_read_id",
+        user_id,
+        peer_id,
+        up_to_id,
+        unread,
+    )
+    return moved is not None
+
+
+async def add_to_unread_total(conn: Conn, user_id: int, change: int) -> None:
+    await conn.execute(
+        "UPDATE users SET unread_total = unread_total + $2 WHERE id = $1", user_id, change
+    )
+
+
+# ---------------------------------------------------------------- events
+
+
+class EventRow(NamedTuple):
+    """One stored event, with its message's current state when it is a message event."""
+
+    pos: int
+    kind: str
+    by_id: int | None
+    of_id: int | None
+    up_to_id: int | None
+    message_ids: str | None
+    at: int
+    message: MessageRow | None
+
+
+class NewEvent(NamedTuple):
+    user_id: int
+    pos: int
+    kind: str
+    at: int
+    message_id: int | None = None
+    by_id: int | None = None
+    of_id: int | None = None
+    up_to_id: int | None = None
+    message_ids: str | None = None
+
+
+async def insert_events(conn: Conn, events: list[NewEvent]) -> None:
+    """Store events (in one statement for the usual one or two)."""
+    width = len(NewEvent._fields)
+    rows = ", ".join(f"({placeholders(1 + i * width, width)})" for i in range(len(events)))
+    await conn.execute(
+        "INSERT INTO events (user_id, pos, kind, at, message_id, by_id, of_id, up_to_id,"
+        f" message_ids) VALUES {rows}",
+        *[value for event in events for value in event],
+    )
+
+
+async def list_events(conn: Conn, user_id: int, after_pos: int, limit: int) -> list[EventRow]:
+    """The user's events after a position, oldest first: an index range on (user, pos)."""
+    rows = await conn.fetch_all(
+        "SELECT e.pos, e.kind, e.by_id, e.of_id, e.up_to_id, e.message_ids, e.at,"
+        " m.id, m.sender_id, m.recipient_id, m.body, m.sent_at, m.received_at"
+        " FROM events e LEFT JOIN messages m ON m.id = e.message_id"
+        " WHERE e.user_id = $1 AND e.pos > $2 ORDER BY e.pos LIMIT $3",
+        user_id,
+        after_pos,
+        limit,
+    )
+    return [_event_row(row) for row in rows]
+
+
+def _event_row(row: Row) -> EventRow:
+    message = MessageRow(*row[7:]) if row[7] is not None else None
+    pos, kind, by_id, of_id, up_to_id, message_ids, at = row[:7]
+    return EventRow(pos, kind, by_id, of_id, up_to_id, message_ids, at, message)
+
+
+async def event_pos_after_message(conn: Conn, user_id: int, after_id: int) -> int:
+    """The position after which a stream resuming from message ``after_id`` starts: that of
+    the user's latest message with an id up to it (ids and positions go in the same order
+    for a user), or 0."""
+    positions = [
+        await conn.fetch_val(
+            f"SELECT {pos} FROM messages WHERE {column} = $1 AND id <= $2 ORDER BY id DESC LIMIT 1",
+            user_id,
+            after_id,
+        )
+        for column, pos in (("recipient_id", "recipient_pos"), ("sender_id", "sender_pos"))
+    ]
+    return max(int(p or 0) for p in positions)
+
+
+async def delete_events_before(conn: Conn, cutoff: int) -> int:
+    return await conn.execute("DELETE FROM events WHERE at < $1", cutoff)
 
 
 # ---------------------------------------------------------------- idempotency keys

@@ -8,8 +8,9 @@ A route's parameters say what it needs:
 - ``services``: the app's Services; ``request``: the Litestar Request (rarely needed);
 - ``caller``: the authenticated Caller (401 without valid credentials). A route without
   it is public, and OpenAPI says so;
-- ``query`` / ``headers`` / ``body``: a msgspec Struct read from the query string, the
-  request headers (matched without regard to case) or the JSON body, with the rules
+- ``path`` / ``query`` / ``headers`` / ``body``: a msgspec Struct read from the path's
+  parameters (``/{user_id:int}/``; Litestar documents them from the path), the query
+  string, the request headers (matched without regard to case) or the JSON body, with the rules
   attached to its fields (``Annotated[int, Meta(ge=1)]``) and in ``__post_init__``.
 
 msgspec validates them into typed values: the query and headers with ``strict=False``
@@ -60,7 +61,7 @@ from chatserver.services import Services
 
 Handler = Callable[..., Awaitable[Any]]
 Resolver = Callable[[Request[Any, Any, Any], Any], Awaitable[Any]]
-STRUCT_PARAMS = ("query", "headers", "body")
+STRUCT_PARAMS = ("path", "query", "headers", "body")
 _encode = msgspec.json.Encoder().encode
 # msgspec ends each message with the field's path ("... - at `$.page`"); the field is the key.
 _AT_PATH_RE = re.compile(r" - at `\$[^`]*`$")
@@ -123,6 +124,7 @@ class Declaration:
     """What one handler reads and returns, from its signature."""
 
     params: tuple[str, ...]
+    path: PathReader | None
     query: QueryReader | None
     headers: HeaderReader | None
     body: BodyReader | None
@@ -138,6 +140,7 @@ class Declaration:
         returns = documents or hints.get("return")
         return cls(
             params=params,
+            path=PathReader(hints["path"]) if "path" in params else None,
             query=QueryReader(hints["query"]) if "query" in params else None,
             headers=HeaderReader(hints["headers"]) if "headers" in params else None,
             body=BodyReader(hints["body"]) if "body" in params else None,
@@ -154,7 +157,7 @@ class Declaration:
     def statuses(self, errors: Sequence[int]) -> set[int]:
         """Every error status the route can answer with."""
         statuses = {503, *errors}
-        if self.query or self.headers or self.body:
+        if self.path or self.query or self.headers or self.body:
             statuses.add(400)
         if self.body:
             statuses |= {413, 415}
@@ -196,7 +199,7 @@ class Declaration:
         if name == "body":
             assert self.body is not None
             return self.body.read
-        reader = self.query if name == "query" else self.headers
+        reader = {"path": self.path, "query": self.query, "headers": self.headers}[name]
         assert reader is not None
         return reader.read
 
@@ -269,7 +272,7 @@ class _FieldsReader:
         self.struct = struct
         self.fields = {f.encode_name: f for f in msgspec.structs.fields(struct)}
 
-    def convert(self, values: dict[str, str], errors: dict[str, list[str]]) -> Any:
+    def convert(self, values: dict[str, Any], errors: dict[str, list[str]]) -> Any:
         if not errors:
             try:
                 return msgspec.convert(values, self.struct, strict=False)
@@ -315,6 +318,16 @@ class QueryReader(_FieldsReader):
                 errors[name] = ["given more than once"]
             values[name] = value
         return self.convert(values, errors)
+
+
+class PathReader(_FieldsReader):
+    """Path parameters, as Litestar matched and converted them (``{user_id:int}``): the
+    Struct adds their bounds."""
+
+    location = ParamType.PATH
+
+    async def read(self, request: Request[Any, Any, Any], _: Services) -> Any:
+        return self.convert(request.path_params, {})
 
 
 class HeaderReader(_FieldsReader):

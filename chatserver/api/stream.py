@@ -1,6 +1,6 @@
 """/api/v1/stream — the live event stream, over WebSocket or Server-Sent Events.
 
-Both serve the same feed (see streams.py): replay from ``after_id``, then live events.
+Both serve the same feed (see streams.py): replay after a position, then live events.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 from litestar import Request, WebSocket, websocket
@@ -20,12 +20,17 @@ from chatserver import store
 from chatserver.api import route
 from chatserver.api.deps import Caller, authenticate, header, services_of
 from chatserver.config import MAX_FRAME_BYTES
-from chatserver.db import now_us
 from chatserver.errors import InvalidInput, NotAcceptable, NotAuthenticated
 from chatserver.hub import CLOSE_REVOKED, StreamHandle
 from chatserver.schemas import MAX_ID, StreamHeaders, StreamQuery
 from chatserver.services import Services
-from chatserver.streams import Feed, StreamEvent, StreamUnavailable, subscription
+from chatserver.streams import (
+    Feed,
+    StreamEvent,
+    StreamUnavailable,
+    start_position,
+    subscription,
+)
 
 log = logging.getLogger("chatserver")
 
@@ -43,6 +48,22 @@ CLOSE_INVALID = 1008  # policy violation: the query string is invalid
 class AuthFrame(msgspec.Struct, tag="auth", tag_field="type"):
     token: str
     after_id: Annotated[int, msgspec.Meta(ge=0, le=MAX_ID)] | None = None
+    since: Annotated[int, msgspec.Meta(ge=0, le=MAX_ID)] | None = None
+
+
+class Resume(NamedTuple):
+    """Where a stream starts: after a position (``since``), after a message id, or now."""
+
+    since: int | None = None
+    after_id: int | None = None
+
+    def overridden_by(self, other: Resume) -> Resume:
+        return other if other.since is not None or other.after_id is not None else self
+
+    async def position(self, services: Services, user_id: int) -> int:
+        if self.since is not None:
+            return self.since
+        return await start_position(services, user_id, self.after_id)
 
 
 _decode_auth = msgspec.json.Decoder(AuthFrame).decode
@@ -63,9 +84,8 @@ STREAM_QUERY = route.QueryReader(StreamQuery)
 async def stream_socket(socket: WebSocket[Any, Any, Any]) -> None:
     """Live events over WebSocket (Bearer header, or a first frame {"type": "auth", …}).
 
-    Query: ``after_id`` as for Server-Sent Events (read with the same declaration)."""
+    Query: ``since`` or ``after_id`` as for Server-Sent Events (the same declaration)."""
     services = services_of(socket)
-    connecting_since = now_us()  # without after_id, the stream starts here
     # Accept first: a refusal before accepting reaches most clients as a bare HTTP 403.
     await socket.accept()
     try:
@@ -75,22 +95,24 @@ async def stream_socket(socket: WebSocket[Any, Any, Any]) -> None:
         await _close(socket, CLOSE_INVALID)
         return
     try:
-        caller, after_id = await _authenticate_socket(socket, services, query.after_id)
+        resume = Resume(query.since, query.after_id)
+        caller, resume = await _authenticate_socket(socket, services, resume)
     except (NotAuthenticated, TimeoutError, WebSocketDisconnect):
         await _close(socket, CLOSE_REVOKED)
         return
     handle = StreamHandle(caller.user_id, caller.token_hash)
     try:
+        since = await resume.position(services, caller.user_id)
         await services.hub.open(handle)
         await _close_if_revoked_meanwhile(services, caller, handle)
         async with subscription(services.events.channels, caller.user_id) as sub:
-            feed = Feed(services, sub, caller.user_id, after_id, connecting_since)
+            feed = Feed(services, sub, caller.user_id, since)
             sub.subscriber.on_overflow = lambda: handle.close(CLOSE_TRY_AGAIN)
             code = await _serve_socket(socket, feed, handle)
     except StreamUnavailable as exc:
         log.warning("stream closed: %s", exc)
         code = CLOSE_UNAVAILABLE
-    except Exception:  # log it with the request id; the client reconnects with after_id
+    except Exception:  # log it with the request id; the client resumes with since
         log.exception("stream failed [request %s]", socket.scope.get("state", {}).get("request_id"))
         code = CLOSE_UNAVAILABLE
     finally:
@@ -114,11 +136,11 @@ async def _close_if_revoked_meanwhile(
 
 
 async def _authenticate_socket(
-    socket: WebSocket[Any, Any, Any], services: Services, after_id: int | None
-) -> tuple[Caller, int | None]:
+    socket: WebSocket[Any, Any, Any], services: Services, resume: Resume
+) -> tuple[Caller, Resume]:
     authorization = header(socket.scope, b"authorization")
     if authorization:
-        return await authenticate(services, authorization), after_id
+        return await authenticate(services, authorization), resume
     async with asyncio.timeout(AUTH_TIMEOUT_SECONDS):
         frame = await socket.receive_data("text")
     try:
@@ -126,7 +148,7 @@ async def _authenticate_socket(
     except msgspec.DecodeError:
         raise NotAuthenticated("the first frame must be {'type': 'auth', 'token': …}") from None
     caller = await authenticate(services, f"Bearer {auth.token}")
-    return caller, auth.after_id if auth.after_id is not None else after_id
+    return caller, resume.overridden_by(Resume(auth.since, auth.after_id))
 
 
 async def _serve_socket(
@@ -263,23 +285,26 @@ async def stream_sse(
 ) -> ServerSentEvent:
     """Live events as Server-Sent Events (Accept: text/event-stream); resumable.
 
-    Resume with Last-Event-ID (what EventSource sends by itself) or after_id."""
+    Each event's ``id:`` is its position: resume with Last-Event-ID (what EventSource sends
+    by itself) or ``since``; ``after_id`` resumes after a message id."""
     if "text/event-stream" not in request.headers.get("accept", ""):
         raise NotAcceptable("Ask for 'Accept: text/event-stream', or open a WebSocket here")
-    cursor = headers.last_event_id if headers.last_event_id is not None else query.after_id
-    return ServerSentEvent(_sse_events(services, caller, cursor))
+    resume = Resume(query.since, query.after_id)
+    if headers.last_event_id is not None:
+        resume = Resume(since=headers.last_event_id)
+    since = await resume.position(services, caller.user_id)
+    return ServerSentEvent(_sse_events(services, caller, since))
 
 
 async def _sse_events(
-    services: Services, caller: Caller, after_id: int | None
+    services: Services, caller: Caller, since: int
 ) -> AsyncIterator[ServerSentEventMessage]:
-    since = now_us()  # without after_id, the stream starts here
     handle = StreamHandle(caller.user_id, caller.token_hash)
     await services.hub.open(handle)
     try:
         await _close_if_revoked_meanwhile(services, caller, handle)
         async with subscription(services.events.channels, caller.user_id) as sub:
-            feed = Feed(services, sub, caller.user_id, after_id, since)
+            feed = Feed(services, sub, caller.user_id, since)
             sub.subscriber.on_overflow = lambda: handle.close(CLOSE_TRY_AGAIN)
             async for message in _sse_messages(feed, handle):
                 yield message
@@ -307,7 +332,7 @@ async def _sse_messages(feed: Feed, handle: StreamHandle) -> AsyncIterator[Serve
                     yield ServerSentEventMessage(comment="keep-alive", data=None)
                 continue
             event, pending = pending.result(), None
-            yield ServerSentEventMessage(data=event.payload, id=event.message_id)
+            yield ServerSentEventMessage(data=event.payload, id=event.pos)
     finally:
         if pending is not None:
             pending.cancel()
