@@ -1,4 +1,5 @@
-"""/healthz — is the database answering? And the OpenAPI document at /openapi.json."""
+"""/healthz — is the database answering (and Redis, when configured)? And the OpenAPI
+document at /openapi.json."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import msgspec
 from litestar import Request, Response
 
 from chatserver.api import route
+from chatserver.broker import ChatChannels
 from chatserver.services import Services
 
 log = logging.getLogger("chatserver")
@@ -18,17 +20,29 @@ log = logging.getLogger("chatserver")
 class Health(msgspec.Struct):
     status: str
     database: str
+    # Only when Redis is configured. "down" does not make the node unhealthy: sends and
+    # reads keep working, and streams catch up when it is back.
+    redis: str | msgspec.UnsetType = msgspec.UNSET
 
 
 @route.get("/healthz", tags=["operations"], documents=Health)
 async def healthz(services: Services) -> Health | Response[Health]:
-    """200 when the database answers, 503 when it does not."""
+    """200 when the database answers, 503 when it does not; Redis is reported, not required."""
+    redis = await _redis_state(services)
     try:
         await asyncio.wait_for(services.db.ping(), timeout=2)
     except Exception as exc:  # any failure to answer is "unhealthy", never a 500
         log.warning("health check failed: %s", exc)
-        return Response(Health(status="unavailable", database="down"), status_code=503)
-    return Health(status="ok", database="up")
+        return Response(Health(status="unavailable", database="down", redis=redis), status_code=503)
+    return Health(status="ok", database="up", redis=redis)
+
+
+async def _redis_state(services: Services) -> str | msgspec.UnsetType:
+    channels = services.events.channels
+    if not isinstance(channels, ChatChannels):
+        return msgspec.UNSET
+    up = await channels.ping_broker()
+    return msgspec.UNSET if up is None else "up" if up else "down"
 
 
 @route.get("/openapi.json", include_in_schema=False)
