@@ -247,6 +247,9 @@ class ChatRedisBackend(RedisChannelsPubSubBackend):
         # Called once the reconnect is confirmed (ChatChannels queues RESYNC).
         self.on_resync: Callable[[], None] | None = None
         self._confirm_token: bytes | None = None
+        # Channels subscribed and unsubscribed while down, since the last re-subscription.
+        self._noted: set[str] = set()
+        self._dropped: set[str] = set()
         self._confirm_deadline = 0.0
         self._down_since = 0.0
 
@@ -322,7 +325,10 @@ class ChatRedisBackend(RedisChannelsPubSubBackend):
                 continue
             if message["type"] == "pong":
                 if self._confirm_token is not None and message["data"] == self._confirm_token:
-                    self._confirmed()
+                    try:
+                        await self._confirm()
+                    except Exception as exc:  # as above: reconnect
+                        self._lost(exc)
                 continue
             channel = message["channel"]
             # Redis unsubscribes asynchronously: drop what comes for a channel we have left.
@@ -332,18 +338,35 @@ class ChatRedisBackend(RedisChannelsPubSubBackend):
     async def _reconnect(self) -> None:
         """Connect, re-subscribe every channel, and ask for a PONG that confirms it."""
         pub_sub = self._pub_sub
+        self._noted.clear()
+        self._dropped.clear()
         fresh = pub_sub.connection is None
         # A connection that was open before re-subscribes in its on-connect callback; the
         # first one (Redis down since startup) does not.
         await pub_sub.connect()  # type: ignore[no-untyped-call]
         if fresh and pub_sub.channels:
             await pub_sub.execute_command("SUBSCRIBE", *pub_sub.channels)
+        await self._ping()
+
+    async def _ping(self) -> None:
         token = secrets.token_hex(8).encode()
         self._confirm_token = token
         self._confirm_deadline = time.monotonic() + CONFIRM_TIMEOUT_SECONDS
-        await pub_sub.ping(token)
+        await self._pub_sub.ping(token)
 
-    def _confirmed(self) -> None:
+    async def _confirm(self) -> None:
+        """The PONG came: every channel is subscribed, unless some were (un)subscribed
+        while waiting for it. Then apply those and ask again."""
+        if self._noted or self._dropped:
+            noted, dropped = list(self._noted), list(self._dropped)
+            self._noted.clear()
+            self._dropped.clear()
+            if dropped:
+                await self._pub_sub.execute_command("UNSUBSCRIBE", *dropped)
+            if noted:
+                await self._pub_sub.execute_command("SUBSCRIBE", *noted)
+            await self._ping()
+            return
         self._confirm_token = None
         self.up = True
         log.warning("message broker back after %.1f s", time.monotonic() - self._down_since)
@@ -362,11 +385,15 @@ class ChatRedisBackend(RedisChannelsPubSubBackend):
             )
 
     def _remember(self, names: list[str]) -> None:
+        self._noted.update(names)
+        self._dropped.difference_update(names)
         channels = self._pub_sub._normalize_keys(_as_keys(names))
         self._pub_sub.channels.update(channels)
         self._pub_sub.pending_unsubscribe_channels.difference_update(channels)
 
     def _forget(self, names: list[str]) -> None:
+        self._dropped.update(names)
+        self._noted.difference_update(names)
         for channel in self._pub_sub._normalize_keys(_as_keys(names)):
             self._pub_sub.channels.pop(channel, None)
             self._pub_sub.pending_unsubscribe_channels.discard(channel)

@@ -235,3 +235,31 @@ async def test_healthz_has_no_redis_field_without_redis(sqlite_url: str) -> None
     async with AsyncTestClient(app=create_app(settings)) as client:
         r = await client.get("/healthz")
         assert (r.status_code, r.json()) == (200, {"status": "ok", "database": "up"})
+
+
+async def test_a_channel_subscribed_while_the_reconnect_is_confirmed_is_subscribed_too(
+    redis: RedisServer, nodes: tuple[ChatChannels, ChatChannels], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the re-subscription went out, before its PONG: the channel is subscribed
+    before ``RESYNC`` is queued (else that stream would stay silent)."""
+    publisher, node = nodes
+    backend = node._backend
+    assert isinstance(backend, ChatRedisBackend)
+    alice = await subscribed(node, user_channel(ALICE))
+    late: list[BoundedSubscriber] = []
+    ping = backend._ping
+
+    async def subscribe_then_ping() -> None:
+        if not late:
+            subscriber = await node.subscribe([user_channel(BOB)])
+            assert isinstance(subscriber, BoundedSubscriber)
+            late.append(subscriber)
+        await ping()
+
+    monkeypatch.setattr(backend, "_ping", subscribe_then_ping)
+    redis.restart()
+    assert await next_item(alice) == RESYNC
+    (bob,) = late
+    assert await next_item(bob) == RESYNC
+    publisher.publish(b"for-bob", user_channel(BOB))
+    assert await next_item(bob) == b"for-bob"
