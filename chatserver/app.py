@@ -13,9 +13,10 @@ from litestar.channels.backends.memory import MemoryChannelsBackend
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from chatserver import actions
-from chatserver.api import chats, health, stream, tokens, users
+from chatserver.api import chats, conversations, events, health, stream, tokens, users
 from chatserver.api.openapi import openapi_config
 from chatserver.auth import TokenCache
+from chatserver.broker import BoundedSubscriber, ChatChannels, ChatRedisBackend
 from chatserver.config import Settings
 from chatserver.db import open_database
 from chatserver.events import Events
@@ -25,7 +26,6 @@ from chatserver.middleware import RequestContext
 from chatserver.presence import LocalPresence, RedisPresence
 from chatserver.problems import EXCEPTION_HANDLERS
 from chatserver.services import Services
-from chatserver.streams import BoundedSubscriber, ChatChannels, ChatRedisBackend
 
 log = logging.getLogger("chatserver")
 
@@ -44,7 +44,9 @@ def create_app(settings: Settings) -> Litestar:
         users.router,
         tokens.router,
         chats.router,
+        conversations.router,
         *stream.HANDLERS,
+        *events.HANDLERS,
         *health.HANDLERS,
     ]
     return ChatApp(
@@ -93,7 +95,7 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     stack.push_async_callback(hub.stop)
     events = Events(channels, channels.may_have_listeners)
     services = Services(settings, db, events, token_cache, hub, last_seen)
-    purge = asyncio.create_task(_purge_idempotency_keys(services))
+    purge = asyncio.create_task(_purge_expired(services))
     stack.callback(purge.cancel)
     return services
 
@@ -105,13 +107,14 @@ def _redis_client(url: str) -> Redis:
     return Redis(connection_pool=pool)
 
 
-async def _purge_idempotency_keys(services: Services) -> None:
-    """Forget Idempotency-Keys older than their time to live, once an hour."""
+async def _purge_expired(services: Services) -> None:
+    """Forget Idempotency-Keys and events older than they are kept, once an hour."""
     while True:
         try:
-            removed = await actions.forget_expired_idempotency_keys(services)
-            if removed:
-                log.info("forgot %d expired idempotency keys", removed)
+            keys = await actions.forget_expired_idempotency_keys(services)
+            events = await actions.forget_expired_events(services)
+            if keys or events:
+                log.info("forgot %d expired idempotency keys, %d events", keys, events)
         except Exception:  # a failed purge must not stop the server; try again later
-            log.exception("purging idempotency keys failed")
+            log.exception("purging expired rows failed")
         await asyncio.sleep(PURGE_INTERVAL_SECONDS)

@@ -461,47 +461,6 @@ async def note_fetch(conn: Conn, user_id: int, received: int, now: int) -> None:
     )
 
 
-async def last_involving_id_before(conn: Conn, user_id: int, before: int) -> int:
-    """The id of the user's latest message (sent or received) sent before ``before``, or 0.
-
-    Walks each index from the newest message back, so it reads only what is newer."""
-    ids = [
-        await conn.fetch_val(
-            f"SELECT id FROM messages WHERE {column} = $1 AND sent_at < $2"
-            " ORDER BY id DESC LIMIT 1",
-            user_id,
-            before,
-        )
-        for column in ("recipient_id", "sender_id")
-    ]
-    return max(int(i or 0) for i in ids)
-
-
-async def latest_involving(conn: Conn, user_ids: list[int]) -> list[int]:
-    """Each user's latest message id, sent or received (0 for none), in one statement.
-
-    Run by a send after it locked both users' rows: then it is exactly the message before
-    the new one in each user's order (see streams.py, "order hints")."""
-    latest = [
-        f"(SELECT id FROM messages WHERE {column} = ${i} ORDER BY id DESC LIMIT 1)"
-        for i in range(1, len(user_ids) + 1)
-        for column in ("recipient_id", "sender_id")
-    ]
-    row = await conn.fetch_one("SELECT " + ", ".join(latest), *user_ids)
-    assert row is not None
-    return [max(int(row[2 * i] or 0), int(row[2 * i + 1] or 0)) for i in range(len(user_ids))]
-
-
-async def list_involving(conn: Conn, user_id: int, after_id: int, limit: int) -> list[MessageRow]:
-    """Messages to or from a user with id > after_id, oldest first (stream resume)."""
-    sql = (
-        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id > $2 AND recipient_id = $1 UNION"
-        f" SELECT {MESSAGE_COLUMNS} FROM messages WHERE id > $2 AND sender_id = $1"
-        " ORDER BY id LIMIT $3"
-    )
-    return [MessageRow(*row) for row in await conn.fetch_all(sql, user_id, after_id, limit)]
-
-
 # ---------------------------------------------------------------- conversations
 
 

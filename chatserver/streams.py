@@ -127,6 +127,8 @@ async def _await_marker(
             while (payload := await subscriber.get()) != marker:
                 if payload is not None:
                     early.append(payload)
+                if payload == RESYNC:  # the broker is back: the subscription is active
+                    break
     except TimeoutError:
         raise StreamUnavailable("the message broker did not confirm the subscription") from None
     return early
