@@ -107,16 +107,27 @@ response carries `X-Request-ID`.
 `Authorization: Basic <base64 username:password>`; failures answer 401 with
 `WWW-Authenticate`.
 
-**Live stream (WebSocket)** — `GET /api/v1/stream` with an upgrade: authenticate with the
-Bearer header or a first text frame `{"type": "auth", "token": "…", "after_id": 0}` within
-5 s (else close code 4401). Server events, one JSON object per text frame:
-`{"type": "message", "message": {…}}` for every message to or from you, and
-`{"type": "received", "message_ids": […], "by": <user id>, "at": "…"}` when your messages
-are fetched. `?after_id=` replays what you missed, oldest first, then goes live (no gap, no
-duplicate); without it the stream starts with messages sent from the moment you connect.
-Other client frames get `{"type": "error", …}`; frames over 64 KiB close with 1009; a
-client too slow to read is closed with 1013 and resumes with `after_id`; revoking the token
-or deleting the user closes with 4401.
+**Events** — every event you can receive carries `pos`, your position: it increases
+strictly (by one) for you, in the order things happened for you.
+`{"type": "message", "pos": …, "message": {…}}` for every message to or from you (a replay
+shows its current state); `{"type": "received", "pos": …, "message_ids": […], "by": <user
+id>, "at": "…"}` when the recipient's client fetched your messages (delivered);
+`{"type": "read", "pos": …, "by": <reader>, "of": <whose messages>, "up_to_id": …, "at":
+"…"}` to both users when a read mark moves; `{"type": "reset", "pos": <current>}` when the
+position you resume from is older than what is kept (`CHAT_EVENT_RETENTION_DAYS`) — refetch
+then. `{"type": "error", …}` has no position.
+
+**Live stream** — `GET /api/v1/stream`, as WebSocket or Server-Sent Events
+(`Accept: text/event-stream`). `?since=<pos>` replays every event after that position,
+oldest first, then goes live (no gap, no duplicate); `?after_id=<message id>` resumes after
+a message; with neither the stream starts now. SSE `id:` is the position, so
+`Last-Event-ID` resumes by position. WebSocket: authenticate with the Bearer header or a
+first text frame `{"type": "auth", "token": "…", "since": 0}` within 5 s (else close code
+4401). Other client frames get an error event; frames over 64 KiB close with 1009; a client
+too slow to read is closed with 1013 and resumes with `since`; revoking the token or
+deleting the user closes with 4401; a server error closes with 1011 (resume with `since`).
+If Redis goes away, streams catch up by themselves once it is back. `GET /api/v1/events`
+serves the same events to clients that poll.
 """
 
 
