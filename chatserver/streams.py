@@ -249,8 +249,11 @@ class Feed:
 
     async def _load_replay_page(self) -> None:
         async with self._services.db.read() as conn:
-            rows = await store.list_events(conn, self._user_id, self._cursor, REPLAY_PAGE)
+            # The current position first: once it is committed, so is every event up to it,
+            # so the events read next cannot come back short of it (PostgreSQL reads are not
+            # one snapshot).
             current = None if self._checked else await store.current_event_pos(conn, self._user_id)
+            rows = await store.list_events(conn, self._user_id, self._cursor, REPLAY_PAGE)
         events: list[StreamEvent] = []
         if current is not None and _is_gap(self._cursor, rows, current):
             events.append(StreamEvent(_encode_reset(current), current))
