@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import ceiling, inprocess, report, scenarios, seed
+from bench import ceiling, conversations, inprocess, report, resume, scenarios, seed
 from bench.config import HTTP_SCENARIOS, SCENARIOS, SOCKET_SCENARIOS, Options
 from bench.report import Row
 from bench.server import CeilingServer, ChatServer, ServerEnv
@@ -28,6 +28,8 @@ from testinfra.redis import RedisServer
 
 OTHER_SCENARIOS: dict[str, Callable[[scenarios.Context], list[Row]]] = {
     "big-inbox": scenarios.big_inbox,
+    "conversations": conversations.scenario,
+    "resume": resume.scenario,
     "idle-sockets": scenarios.idle_sockets,
     "fanout": scenarios.fanout,
     "in-process": inprocess.scenario,
@@ -145,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_s": sizes.warmup,
             "users": sizes.users,
             "big_inbox_messages": sizes.big_count,
+            "big_conversations": sizes.conversations_big,
+            "resume_behind": sizes.resume_behind,
             "fanout_sockets": list(sizes.fanout_sockets),
             "idle_sockets": sizes.idle_sockets,
             "server_command": flags,

@@ -14,11 +14,14 @@ SCENARIOS = (
     "user",
     "mixed",
     "login",
+    "read",
     "big-inbox",
+    "conversations",
+    "resume",
     "fanout",
     "in-process",
 )
-HTTP_SCENARIOS = ("send", "inbox", "conversation", "sync", "user", "mixed", "login")
+HTTP_SCENARIOS = ("send", "inbox", "conversation", "sync", "user", "mixed", "login", "read")
 SOCKET_SCENARIOS = ("idle-sockets", "fanout")
 
 
@@ -65,6 +68,9 @@ class Sizes:
     startup_repeats: int
     inprocess_calls: int
     inprocess_warmup: int
+    conversations_big: int  # conversations of the big user (the small one has 10)
+    resume_behind: int  # events a resuming stream is behind
+    resume_repeats: int
     ceiling_connections: int = 64
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -91,6 +97,9 @@ FULL = Sizes(
     startup_repeats=3,
     inprocess_calls=20_000,
     inprocess_warmup=500,
+    conversations_big=10_000,
+    resume_behind=1000,
+    resume_repeats=20,
 )
 
 QUICK = Sizes(
@@ -115,8 +124,12 @@ QUICK = Sizes(
     startup_repeats=1,
     inprocess_calls=1_000,
     inprocess_warmup=100,
+    conversations_big=1000,
+    resume_behind=1000,
+    resume_repeats=5,
     notes=(
-        "quick mode: 50 users, 2 s runs, big-inbox at 20,000 messages, fan-out at 200 sockets, "
-        "idle sockets at 1,000; numbers are indicative, the point is zero errors",
+        "quick mode: 50 users, 2 s runs, big-inbox at 20,000 messages, 1,000 conversations, "
+        "fan-out at 200 sockets, idle sockets at 1,000; numbers are indicative, the point is "
+        "zero errors",
     ),
 )

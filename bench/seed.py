@@ -10,10 +10,16 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
+import msgspec
 
 from bench.server import ChatServer
+from bench.ws import HttpConnection
+from chatserver import auth, store
+from chatserver.db import open_database
+from chatserver.services import now_us
 from testinfra.server import chatserver_command
 
 PASSWORD = "bench-Pass-2024"
@@ -241,3 +247,70 @@ def bulk_load(server: ChatServer, sender: int, recipient: int, count: int) -> fl
             f"{(out.stderr or out.stdout).strip()[-500:]}"
         )
     return time.monotonic() - t0
+
+
+async def insert_users(database_url: str, prefix: str, count: int) -> list[int]:
+    """``count`` users written straight to the database with chatserver's own store
+    functions, in one transaction: people to talk to, who never log in. Through the API
+    each would cost an argon2 hash, minutes for 10,000; here they share one."""
+    password_hash = await auth.hash_password(PASSWORD)
+    db = await open_database(database_url)
+    ids: list[int] = []
+    try:
+        async with db.transaction() as conn:
+            now = now_us()
+            for i in range(count):
+                name = f"{prefix}{i:05d}"
+                email = f"{name}@example.com"
+                keys = (name.casefold(), email.casefold())
+                user = await store.insert_user(conn, name, email, password_hash, keys, now)
+                ids.append(user.id)
+    finally:
+        await db.close()
+    return ids
+
+
+async def send_each(
+    server: ChatServer, sender: User, recipient_ids: Sequence[int], text: str
+) -> list[int]:
+    """One message from ``sender`` to each recipient through the API (so every conversation
+    row, counter and event is written as in real traffic); the message ids, in order.
+
+    With the sender's bare keep-alive connections: httpx spent more CPU per request than
+    the server did, and 10,000 sends took minutes."""
+    parts = urlsplit(server.base_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    ids = [0] * len(recipient_ids)
+    todo = list(enumerate(recipient_ids))
+
+    async def worker() -> None:
+        conn = HttpConnection(host, port)
+        try:
+            while todo:
+                i, rid = todo.pop()
+                body = msgspec.json.encode({"user_id": rid, "message": f"{text} {i}"})
+                status, payload = await conn.post_json("/api/v1/chats/", body, sender.token)
+                if status != 201:
+                    raise SeedError(f"send message: expected 201, got {status}: {payload[:300]!r}")
+                ids[i] = int(msgspec.json.decode(payload)["id"])
+        finally:
+            if conn.writer is not None:
+                conn.writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(32)))
+    return ids
+
+
+async def event_position(http: httpx.AsyncClient, user: User) -> int:
+    """The position of the user's latest event (``GET /api/v1/events`` without ``since``)."""
+    body = check(
+        await http.get("/api/v1/events", headers={"Authorization": f"Bearer {user.token}"}),
+        200,
+        "events",
+    )
+    return int(body["next"])
+
+
+async def event_positions(server: ChatServer, users: Sequence[User]) -> list[int]:
+    async with client(server) as http:
+        return await gather_limited(32, [partial(event_position, http, u) for u in users])

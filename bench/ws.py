@@ -238,7 +238,7 @@ class SentMessage:
     t_201: float
 
 
-class _HttpConnection:
+class HttpConnection:
     """A minimal keep-alive HTTP/1.1 client connection: the sender must not be the bottleneck
     (a general-purpose client spends far more CPU per request than this one)."""
 
@@ -292,7 +292,7 @@ async def _sender(
     decode = msgspec.json.Decoder().decode
 
     async def worker() -> None:
-        conn = _HttpConnection(host, port)
+        conn = HttpConnection(host, port)
         while (seq := await queue.get()) is not None:
             (sid, token), (rid, _) = rng.sample(users, 2)
             body = msgspec.json.encode({"user_id": rid, "message": f"fanout {seq}"})
