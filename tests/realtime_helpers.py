@@ -134,9 +134,10 @@ async def wait_online(
 # ------------------------------------------------------------------ WebSocket clients
 
 
-def stream_url(ws_url: str, after_id: int | None = None) -> str:
-    query = "" if after_id is None else f"?after_id={after_id}"
-    return f"{ws_url}/api/v1/stream{query}"
+def stream_url(ws_url: str, after_id: int | None = None, since: int | None = None) -> str:
+    params = {"after_id": after_id, "since": since}
+    query = "&".join(f"{name}={value}" for name, value in params.items() if value is not None)
+    return f"{ws_url}/api/v1/stream{'?' if query else ''}{query}"
 
 
 @contextlib.asynccontextmanager
@@ -145,19 +146,28 @@ async def open_stream(
     token: str | None = None,
     *,
     after_id: int | None = None,
+    since: int | None = None,
     auth_frame: bool = False,
     frame_after_id: int | None = None,
+    frame_since: int | None = None,
     **kwargs: Any,
 ) -> AsyncIterator[ClientConnection]:
-    """A stream socket: Bearer header by default, or the ``{"type": "auth"}`` first frame."""
+    """A stream socket: Bearer header by default, or the ``{"type": "auth"}`` first frame.
+    It resumes after a position (``since``) or a message id (``after_id``), in the query
+    or in the auth frame."""
     headers = {"Authorization": f"Bearer {token}"} if token and not auth_frame else {}
     async with websockets.connect(
-        stream_url(ws_url, after_id), additional_headers=headers, open_timeout=TIMEOUT, **kwargs
+        stream_url(ws_url, after_id, since),
+        additional_headers=headers,
+        open_timeout=TIMEOUT,
+        **kwargs,
     ) as ws:
         if auth_frame:
             frame: dict[str, Any] = {"type": "auth", "token": token}
             if frame_after_id is not None:
                 frame["after_id"] = frame_after_id
+            if frame_since is not None:
+                frame["since"] = frame_since
             await ws.send(json.dumps(frame))
         yield ws
 
@@ -170,14 +180,29 @@ async def next_event(ws: ClientConnection, within: float = TIMEOUT) -> dict[str,
     return event
 
 
-async def next_message(ws: ClientConnection, within: float = TIMEOUT) -> dict[str, Any]:
-    """The next ``message`` event's message, skipping other event types."""
+async def next_message_event(ws: ClientConnection, within: float = TIMEOUT) -> dict[str, Any]:
+    """The next ``message`` event (with its ``pos``), skipping other event types."""
     deadline = time.monotonic() + within
     while True:
         event = await next_event(ws, max(deadline - time.monotonic(), 0.001))
         if event["type"] == "message":
-            message: dict[str, Any] = event["message"]
-            return message
+            return event
+
+
+async def next_message(ws: ClientConnection, within: float = TIMEOUT) -> dict[str, Any]:
+    """The next ``message`` event's message, skipping other event types."""
+    message: dict[str, Any] = (await next_message_event(ws, within))["message"]
+    return message
+
+
+async def message_events(
+    ws: ClientConnection, count: int, within: float = TIMEOUT
+) -> list[dict[str, Any]]:
+    """The next ``count`` message events, in arrival order."""
+    deadline = time.monotonic() + within
+    return [
+        await next_message_event(ws, max(deadline - time.monotonic(), 0.001)) for _ in range(count)
+    ]
 
 
 async def message_ids(ws: ClientConnection, count: int, within: float = TIMEOUT) -> list[int]:
@@ -265,7 +290,7 @@ class SseReader:
         raise EOFError("the event stream ended")
 
     async def message(self, within: float = TIMEOUT) -> tuple[str | None, dict[str, Any]]:
-        """(SSE id, message) of the next ``message`` event."""
+        """(SSE id, message) of the next ``message`` event (its id is its position)."""
         deadline = time.monotonic() + within
         while True:
             event = await self.next(max(deadline - time.monotonic(), 0.001))

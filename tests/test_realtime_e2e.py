@@ -47,6 +47,7 @@ from tests.realtime_helpers import (
     OP_PONG,
     OP_TEXT,
     RawWebSocket,
+    message_events,
     message_ids,
     next_event,
     next_message,
@@ -111,10 +112,11 @@ async def test_live_delivery_over_websocket_and_sse(node: ServerProcess) -> None
             warm = await api.send(warmer, alice.id, "sse warm-up")
             assert (await next_message(ws))["id"] == warm["id"]
             async with open_sse(api.client, alice, after_id=warm["id"] - 1) as sse:
-                assert await sse.message() == (str(warm["id"]), warm)
+                # SSE ids are positions: alice's second event, after the first warm-up.
+                assert await sse.message() == ("2", warm)
                 sent = await api.send(bob, alice.id, "hello")
-                assert await next_event(ws) == {"type": "message", "message": sent}
-                assert await sse.message() == (str(sent["id"]), sent)
+                assert await next_event(ws) == {"type": "message", "pos": 3, "message": sent}
+                assert await sse.message() == ("3", sent)
 
 
 async def test_bad_token_is_refused_and_a_frame_over_64_kib_closes_with_1009(
@@ -200,7 +202,7 @@ async def test_a_client_that_answers_pings_stays_connected(uvicorn_node: ServerP
             while (frame := await raw.read_frame()).opcode != OP_TEXT:
                 assert frame.opcode == OP_PING, frame
                 await raw.send_frame(OP_PONG, frame.payload)
-            assert json.loads(frame.payload) == {"type": "message", "message": sent}
+            assert json.loads(frame.payload) == {"type": "message", "pos": 1, "message": sent}
             assert (await user_json(api, bob, alice.id))["online"] is True
         finally:
             await raw.close()
@@ -312,8 +314,11 @@ async def test_concurrent_senders_on_both_nodes_arrive_once_and_in_id_order(
                 *(send(apis[i % 2], user) for i, user in enumerate(senders))
             )
             sent = sorted(itertools.chain.from_iterable(batches))
-            # Ordered, so that resuming from the highest id seen can never skip one.
-            assert await message_ids(ws, len(sent), within=30) == sent
+            # Ordered, so that resuming from the highest id seen can never skip one; and
+            # at dense positions in the same order (the warm-up was alice's position 1).
+            events = await message_events(ws, len(sent), within=30)
+            assert [e["message"]["id"] for e in events] == sent
+            assert [e["pos"] for e in events] == list(range(2, len(sent) + 2))
             marker = await on_a.send(warmer, alice.id, "marker")
             assert await message_ids(ws, 1) == [marker["id"]]  # nothing twice
 
@@ -329,6 +334,12 @@ async def test_resume_on_another_node_replays_what_was_sent_meanwhile(cluster: C
             assert [(await next_message(ws))["id"] for _ in missed] == missed
             live = await on_a.send(bob, alice.id, "live")
             assert await next_message(ws, within=CROSS_NODE_SECONDS) == live
+        # By position too: "seen" was alice's second event (after the warm-up).
+        async with open_stream(cluster.b.ws_url, alice.token, since=2) as ws:
+            events = [await next_event(ws) for _ in range(4)]
+        assert [(e["pos"], e["message"]["id"]) for e in events] == [
+            (3 + i, message_id) for i, message_id in enumerate([*missed, live["id"]])
+        ]
 
 
 async def test_long_poll_on_one_node_is_answered_by_a_message_posted_on_the_other(

@@ -29,6 +29,7 @@ from tests.realtime_helpers import (
     CLOSE_TOO_BIG,
     CLOSE_TRY_AGAIN,
     LiveServer,
+    message_events,
     message_ids,
     next_event,
     next_message,
@@ -128,15 +129,18 @@ async def test_websocket_bearer_delivers_to_recipient_and_senders_other_stream(
         ready_stream(api, server.ws_url, bob, warmer) as bob_ws,
     ):
         sent = await api.send(bob, alice.id, "hello alice")
-        # The same message object as the REST API returned, to both sides.
-        assert await next_event(alice_ws) == {"type": "message", "message": sent}
-        assert await next_event(bob_ws) == {"type": "message", "message": sent}
+        # The same message object as the REST API returned, to both sides, each at their
+        # own next position (each one's warm-up was their first event).
+        assert await next_event(alice_ws) == {"type": "message", "pos": 2, "message": sent}
+        assert await next_event(bob_ws) == {"type": "message", "pos": 2, "message": sent}
 
 
 async def test_websocket_auth_frame_delivers_live_messages(
     server: LiveServer, api: Api, alice: User, bob: User
 ) -> None:
     async with open_stream(server.ws_url, alice.token, auth_frame=True) as ws:
+        # Online once its start position is read: what is sent from now on is after it.
+        await wait_online(api, bob, alice.id, True)
         first = await api.send(bob, alice.id, "one")
         assert await next_message(ws) == first
         second = await api.send(alice, bob.id, "two")  # alice's own message, too
@@ -154,6 +158,7 @@ async def test_received_event_reaches_sender_when_recipient_fetches(
         event = await next_event(bob_ws)
         assert event == {
             "type": "received",
+            "pos": 3,  # after the warm-up and his own message
             "message_ids": [sent["id"]],
             "by": alice.id,
             "at": fetched["received_at"],
@@ -164,35 +169,83 @@ async def test_received_event_reaches_sender_when_recipient_fetches(
 # ------------------------------------------------------------------ Server-Sent Events
 
 
-async def test_sse_delivers_live_messages_with_message_id_as_event_id(
+async def test_sse_delivers_live_messages_with_their_position_as_event_id(
     api: Api, alice: User, bob: User, warmer: User
 ) -> None:
-    warm = await api.send(warmer, alice.id, "warm-up")
+    warm = await api.send(warmer, alice.id, "warm-up")  # alice's position 1
     async with open_sse(api.client, alice, after_id=warm["id"] - 1) as sse:
-        assert await sse.message() == (str(warm["id"]), warm)  # live from here on
+        assert await sse.message() == ("1", warm)  # live from here on
         sent = await api.send(bob, alice.id, "over SSE")
         event = await sse.next()
-        assert event.id == str(sent["id"])
-        assert event.json() == {"type": "message", "message": sent}
+        assert event.id == "2"
+        assert event.json() == {"type": "message", "pos": 2, "message": sent}
         own = await api.send(alice, bob.id, "mine")
-        assert await sse.message() == (str(own["id"]), own)
+        assert await sse.message() == ("3", own)
+        await api.inbox(bob)  # bob fetches alice's message: a received event, id 4
+        received = await sse.next()
+        assert (received.id, received.json()["type"], received.json()["pos"]) == (
+            "4",
+            "received",
+            4,
+        )
 
 
-@pytest.mark.parametrize("resume", ["last-event-id", "after_id"])
+@pytest.mark.parametrize("resume", ["last-event-id", "since", "after_id"])
 async def test_sse_resumes_after_a_cursor_then_goes_live(
     api: Api, alice: User, bob: User, resume: str
 ) -> None:
-    sent = [await api.send(bob, alice.id, f"m{i}") for i in range(4)]
-    cursor = str(sent[1]["id"])
-    kwargs: dict[str, Any] = (
-        {"headers": {"Last-Event-ID": cursor}}
-        if resume == "last-event-id"
-        else {"after_id": cursor}
-    )
+    sent = [await api.send(bob, alice.id, f"m{i}") for i in range(4)]  # positions 1..4
+    cursors: dict[str, dict[str, Any]] = {
+        "last-event-id": {"headers": {"Last-Event-ID": "2"}},  # a position
+        "since": {"since": 2},
+        "after_id": {"after_id": sent[1]["id"]},  # a message id: its position, 2
+    }
+    kwargs = cursors[resume]
     async with open_sse(api.client, alice, **kwargs) as sse:
-        assert [await sse.message() for _ in range(2)] == [(str(m["id"]), m) for m in sent[2:]]
+        assert [await sse.message() for _ in range(2)] == [("3", sent[2]), ("4", sent[3])]
         live = await api.send(bob, alice.id, "live")
-        assert await sse.message() == (str(live["id"]), live)  # nothing repeated in between
+        assert await sse.message() == ("5", live)  # nothing repeated in between
+
+
+async def test_sse_last_event_id_resumes_every_kind_of_event_by_position(
+    api: Api, alice: User, bob: User
+) -> None:
+    """What EventSource does by itself: reconnect with the last id it saw. The events missed
+    meanwhile (a read mark, a receipt, a message) come back in order, then live ones."""
+    to_bob = await api.send(alice, bob.id, "read me")  # alice 1
+    async with open_sse(api.client, alice, since=0) as sse:
+        first = await sse.next()
+    assert (first.id, first.json()["message"]) == ("1", to_bob)
+    await api.inbox(bob)  # alice 2: received
+    r = await api.client.post(
+        f"/api/v1/conversations/{alice.id}/read", json={"up_to_id": to_bob["id"]}, headers=bob.auth
+    )
+    assert r.status_code == 200, r.text  # alice 3: read
+    back = await api.send(bob, alice.id, "back")  # alice 4
+    # Last-Event-ID wins over a query cursor (the page's URL keeps its first after_id).
+    resume = {"headers": {"Last-Event-ID": first.id}, "after_id": back["id"]}
+    async with open_sse(api.client, alice, **resume) as sse:
+        missed = [await sse.next() for _ in range(3)]
+        live = await api.send(bob, alice.id, "live")
+        assert await sse.message() == ("5", live)
+    assert [(e.id, e.json()["type"], e.json()["pos"]) for e in missed] == [
+        ("2", "received", 2),
+        ("3", "read", 3),
+        ("4", "message", 4),
+    ]
+    assert missed[1].json()["by"] == bob.id
+    assert missed[2].json()["message"] == back
+
+
+async def test_sse_from_a_position_not_reached_starts_with_a_reset(
+    api: Api, alice: User, bob: User
+) -> None:
+    await api.send(bob, alice.id, "one")
+    async with open_sse(api.client, alice, headers={"Last-Event-ID": "40"}) as sse:
+        reset = await sse.next()
+        assert (reset.id, reset.json()) == ("1", {"type": "reset", "pos": 1})
+        live = await api.send(bob, alice.id, "live")
+        assert await sse.message() == ("2", live)
 
 
 async def test_sse_refuses_a_bad_token(api: Api) -> None:
@@ -218,6 +271,44 @@ async def test_websocket_resume_replays_missed_messages_oldest_first_then_live(
         assert await message_ids(ws, len(missed)) == missed
         live = [(await api.send(bob, alice.id, f"live {i}"))["id"] for i in range(2)]
         assert await message_ids(ws, 2) == live  # no duplicate at the boundary
+
+
+async def test_websocket_resume_with_since_replays_every_event_after_the_position(
+    server: LiveServer, api: Api, alice: User, bob: User
+) -> None:
+    sent = [(await api.send(bob, alice.id, f"m{i}"))["id"] for i in range(3)]  # 1..3
+    own = await api.send(alice, bob.id, "mine")  # 4
+    async with open_stream(server.ws_url, alice.token, since=1) as ws:
+        replayed = [await next_event(ws) for _ in range(3)]
+        live = await api.send(bob, alice.id, "live")
+        assert await next_event(ws) == {"type": "message", "pos": 5, "message": live}
+    assert [(e["pos"], e["message"]["id"]) for e in replayed] == [
+        (2, sent[1]),
+        (3, sent[2]),
+        (4, own["id"]),
+    ]
+
+
+async def test_websocket_resume_with_since_in_the_auth_frame(
+    server: LiveServer, api: Api, alice: User, bob: User
+) -> None:
+    sent = [(await api.send(bob, alice.id, f"m{i}"))["id"] for i in range(3)]
+    # The frame's cursor wins over the query's.
+    async with open_stream(
+        server.ws_url, alice.token, after_id=sent[-1], auth_frame=True, frame_since=1
+    ) as ws:
+        events = await message_events(ws, 2)
+        assert [(e["pos"], e["message"]["id"]) for e in events] == [(2, sent[1]), (3, sent[2])]
+
+
+async def test_websocket_from_a_position_not_reached_starts_with_a_reset(
+    server: LiveServer, api: Api, alice: User, bob: User
+) -> None:
+    await api.send(bob, alice.id, "one")
+    async with open_stream(server.ws_url, alice.token, since=1000) as ws:
+        assert await next_event(ws) == {"type": "reset", "pos": 1}
+        live = await api.send(bob, alice.id, "live")
+        assert await next_event(ws) == {"type": "message", "pos": 2, "message": live}
 
 
 async def test_websocket_resume_with_after_id_in_the_auth_frame(
@@ -273,8 +364,11 @@ async def test_many_concurrent_senders_on_postgresql_no_gap_no_duplicate(
                 sent = sorted(itertools.chain.from_iterable(await sending))
                 assert await message_ids(during, 200, within=30) == sent
             # Live, too, in id order: a client resuming from the highest id it has seen
-            # must not skip one that was overtaken.
-            assert await message_ids(before, 200, within=30) == sent
+            # must not skip one that was overtaken. Positions are dense and in the same
+            # order: the warm-up was alice's position 1.
+            live = await message_events(before, 200, within=30)
+            assert [e["message"]["id"] for e in live] == sent
+            assert [e["pos"] for e in live] == list(range(2, 202))
             marker = await api.send(warmer, alice.id, "marker")
             assert await message_ids(before, 1) == [marker["id"]]  # nothing twice
 
@@ -282,6 +376,9 @@ async def test_many_concurrent_senders_on_postgresql_no_gap_no_duplicate(
         async with open_stream(server.ws_url, alice.token, after_id=middle) as after:
             replayed = await message_ids(after, 101, within=30)
         assert replayed == [*sent[100:], marker["id"]]  # ascending, each once
+        async with open_stream(server.ws_url, alice.token, since=101) as after:
+            by_position = await message_events(after, 101, within=30)
+        assert [e["message"]["id"] for e in by_position] == [*sent[100:], marker["id"]]
 
 
 # ------------------------------------------------------------------ authentication
@@ -393,7 +490,7 @@ async def test_malformed_frames_get_error_events_and_the_socket_stays_open(
             assert event["code"]
             assert event["detail"]
         sent = await api.send(bob, alice.id, "still open")
-        assert await next_event(ws) == {"type": "message", "message": sent}
+        assert await next_event(ws) == {"type": "message", "pos": 2, "message": sent}
 
 
 async def test_a_frame_over_64_kib_closes_with_1009(
@@ -539,6 +636,8 @@ async def test_a_stream_without_after_id_starts_now_not_with_history(
 ) -> None:
     old = await api.send(bob, alice.id, "history")
     async with open_stream(server.ws_url, alice.token) as ws:
+        # Online once its start position is read: what is sent from now on is after it.
+        await wait_online(api, bob, alice.id, True)
         new = await api.send(bob, alice.id, "news")
         received = await next_message(ws)
     assert received == new

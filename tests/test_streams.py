@@ -8,9 +8,8 @@ once the broker confirmed it. Absence is proven by order, never by waiting: even
 node are delivered in publish order, so when a later event has arrived, an earlier one that
 would have come has come.
 
-Not covered here: the HTTP/WebSocket stream (test_stream.py), order hints against the
-database (test_feed.py). A subscriber surviving a Redis restart is not asserted: today the
-plugin's listener task dies with the connection (a separate issue).
+Not covered here: the HTTP/WebSocket stream (test_stream.py), positions against the
+database (test_feed.py), a subscriber surviving a Redis restart (test_broker.py).
 """
 
 from __future__ import annotations
@@ -28,12 +27,13 @@ from redis.asyncio import Redis
 
 from chatserver.auth import TokenCache
 from chatserver.db import open_database
-from chatserver.events import Events, MessageEvent, ReceivedEvent, user_channel
+from chatserver.events import Events, MessageEvent, ReadEvent, ReceivedEvent, user_channel
 from chatserver.hub import CLOSE_REVOKED, Hub, StreamHandle
 from chatserver.lastseen import LastSeen
 from chatserver.migrations import upgrade
 from chatserver.presence import LocalPresence
 from chatserver.schemas import MessageOut
+from chatserver.store import Positions
 from chatserver.streams import (
     BoundedSubscriber,
     ChatChannels,
@@ -85,13 +85,9 @@ async def nodes(request: pytest.FixtureRequest) -> AsyncIterator[Nodes]:
             yield Nodes(publisher, subscriber, clients[2])
 
 
-async def next_item(sub: Subscription) -> tuple[int | None, bytes]:
-    """The next event with its order hint, waited for (bounded)."""
-    return await asyncio.wait_for(sub.next_payload(), TIMEOUT)
-
-
 async def next_payload(sub: Subscription) -> bytes:
-    return (await next_item(sub))[1]
+    """The next event, waited for (bounded)."""
+    return await asyncio.wait_for(sub.next_payload(), TIMEOUT)
 
 
 # ------------------------------------------------------------------ delivery
@@ -244,7 +240,12 @@ def message_out(message_id: int, sent_by: int, received_by: int) -> MessageOut:
     return MessageOut(message_id, sent_by, received_by, "hello", at, None)
 
 
-async def test_a_message_reaches_sender_and_recipient_with_their_order_hints(
+def encoded(pos: int, message: MessageOut) -> bytes:
+    """A message event as the client receives it (the channel carries exactly this)."""
+    return msgspec.json.encode(MessageEvent(pos, msgspec.Raw(msgspec.json.encode(message))))
+
+
+async def test_a_message_reaches_sender_and_recipient_each_at_their_position(
     nodes: Nodes,
 ) -> None:
     events = Events(nodes.publisher, nodes.publisher.may_have_listeners)
@@ -253,37 +254,59 @@ async def test_a_message_reaches_sender_and_recipient_with_their_order_hints(
         subscription(nodes.subscriber, BOB) as bob,
         subscription(nodes.subscriber, CAROL) as carol,
     ):
-        hinted = message_out(10, ALICE, BOB)
-        events.publish_message(hinted, {ALICE: 7, BOB: 9})
-        plain = message_out(11, BOB, ALICE)
-        events.publish_message(plain, None)
-        encoded = [msgspec.json.encode(MessageEvent(m)) for m in (hinted, plain)]
-        assert [await next_item(alice), await next_item(alice)] == [
-            (7, encoded[0]),
-            (None, encoded[1]),
+        to_bob = message_out(10, ALICE, BOB)
+        events.publish_message(to_bob, Positions(sender=7, recipient=9))
+        to_alice = message_out(11, BOB, ALICE)
+        events.publish_message(to_alice, Positions(sender=10, recipient=8))
+        to_herself = message_out(12, ALICE, ALICE)
+        events.publish_message(to_herself, Positions(sender=9, recipient=9))
+        assert [await next_payload(alice) for _ in range(3)] == [
+            encoded(7, to_bob),
+            encoded(8, to_alice),
+            encoded(9, to_herself),  # one copy
         ]
-        assert [await next_item(bob), await next_item(bob)] == [
-            (9, encoded[0]),
-            (None, encoded[1]),
+        assert [await next_payload(bob), await next_payload(bob)] == [
+            encoded(9, to_bob),
+            encoded(10, to_alice),
         ]
         nodes.publisher.publish(b"flush", user_channel(CAROL))
         assert await next_payload(carol) == b"flush"  # nothing for a third user
+        nodes.publisher.publish(b"flush", user_channel(ALICE))
+        assert await next_payload(alice) == b"flush"  # no second copy of her own note
+    decoded = msgspec.json.decode(encoded(7, to_bob))
+    assert list(decoded) == ["type", "pos", "message"]
 
 
-async def test_read_receipts_go_to_each_sender(nodes: Nodes) -> None:
+async def test_received_events_go_to_each_sender_at_their_position(nodes: Nodes) -> None:
     events = Events(nodes.publisher, nodes.publisher.may_have_listeners)
     at_us = 1_714_564_800_000_000
     async with (
         subscription(nodes.subscriber, ALICE) as alice,
         subscription(nodes.subscriber, CAROL) as carol,
     ):
-        events.publish_received(BOB, [(10, ALICE), (12, CAROL), (11, ALICE)], at_us)
+        events.publish_received(BOB, [(ALICE, 4, [10, 11]), (CAROL, 2, [12])], at_us)
         decode = msgspec.json.Decoder(ReceivedEvent).decode
         to_alice = decode(await next_payload(alice))
         to_carol = decode(await next_payload(carol))
-    assert (to_alice.message_ids, to_alice.by) == ([10, 11], BOB)
-    assert (to_carol.message_ids, to_carol.by) == ([12], BOB)
+    assert (to_alice.pos, to_alice.message_ids, to_alice.by) == (4, [10, 11], BOB)
+    assert (to_carol.pos, to_carol.message_ids, to_carol.by) == (2, [12], BOB)
     assert to_alice.at == to_carol.at == datetime.fromtimestamp(at_us / 1e6, UTC)
+
+
+async def test_read_events_go_to_both_users_at_their_position(nodes: Nodes) -> None:
+    events = Events(nodes.publisher, nodes.publisher.may_have_listeners)
+    at_us = 1_714_564_800_000_000
+    async with (
+        subscription(nodes.subscriber, ALICE) as alice,
+        subscription(nodes.subscriber, BOB) as bob,
+    ):
+        events.publish_read(BOB, ALICE, 10, at_us, {ALICE: 5, BOB: 3})
+        decode = msgspec.json.Decoder(ReadEvent).decode
+        to_alice = decode(await next_payload(alice))
+        to_bob = decode(await next_payload(bob))
+    at = datetime.fromtimestamp(at_us / 1e6, UTC)
+    assert to_alice == ReadEvent(5, BOB, ALICE, 10, at)
+    assert to_bob == ReadEvent(3, BOB, ALICE, 10, at)
 
 
 async def test_events_for_users_nobody_streams_are_not_published(nodes: Nodes) -> None:
@@ -295,8 +318,9 @@ async def test_events_for_users_nobody_streams_are_not_published(nodes: Nodes) -
 
     events = Events(nodes.publisher, may_listen)
     async with subscription(nodes.subscriber, ALICE) as alice:
-        events.publish_message(message_out(10, ALICE, BOB), {ALICE: 7, BOB: 9})
-        events.publish_received(BOB, [(10, ALICE)], 1_714_564_800_000_000)
+        events.publish_message(message_out(10, ALICE, BOB), Positions(7, 9))
+        events.publish_received(BOB, [(ALICE, 8, [10])], 1_714_564_800_000_000)
+        events.publish_read(BOB, ALICE, 10, 1_714_564_800_000_000, {ALICE: 9, BOB: 10})
         nodes.publisher.publish(b"flush", user_channel(ALICE))
         assert await next_payload(alice) == b"flush"
     assert sorted(set(published)) == [user_channel(ALICE), user_channel(BOB)]
