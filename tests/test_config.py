@@ -149,19 +149,16 @@ def test_serve_with_a_bad_setting_stops_with_one_line(tmp_path: Path, case: str)
 
 
 def test_a_worker_that_cannot_start_says_why_in_one_line(tmp_path: Path) -> None:
-    """What `chatserver serve` execs, started directly: Redis fails in the worker's lifespan
-    (as when it goes away between the start-up check and the worker)."""
-    database = f"sqlite:///{tmp_path / 'chat.db'}"
+    """What `chatserver serve` execs, started directly: the database fails in the worker's
+    lifespan (as when its folder goes away between the start-up check and the worker).
+    Redis is different: a worker starts while it is down and catches up (test_broker.py)."""
+    database = f"sqlite:///{tmp_path / 'gone' / 'chat.db'}"
     env = {"CHAT_DATABASE_URL": database}
-    migrated = run(sys.executable, "-m", "chatserver", "migrate", env=env, cwd=tmp_path)
-    assert migrated.returncode == 0, migrated.stderr
-    env["CHAT_REDIS_URL"] = "redis://127.0.0.1:1"
-    settings = Settings(database_url=database, redis_url=env["CHAT_REDIS_URL"], port=free_port())
+    settings = Settings(database_url=database, port=free_port())
     result = run(*server_command(settings), env=env, cwd=tmp_path)
     output = result.stderr + result.stdout
     assert result.returncode != 0, output
     assert "Traceback" not in output
     reasons = [line for line in output.splitlines() if "cannot start" in line]
     assert len(reasons) == 1, output
-    assert "redis" in reasons[0]
-    assert "127.0.0.1:1" in reasons[0]
+    assert "gone" in reasons[0] or "database" in reasons[0], reasons[0]
