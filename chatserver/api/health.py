@@ -16,6 +16,8 @@ log = logging.getLogger("chatserver")
 
 
 class Health(msgspec.Struct):
+    """Whether the server can answer."""
+
     status: str
     database: str
 

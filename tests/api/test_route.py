@@ -307,12 +307,6 @@ def test_openapi_documents_the_errors_each_declaration_implies(openapi: dict[str
     assert "application/problem+json" in problem["content"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="route.py passes security=[] to Litestar, whose Operation takes"
-    " `route_handler.resolve_security() or None`: the empty list is dropped, so public"
-    " routes inherit the document's global security",
-)
 def test_openapi_marks_public_routes_as_needing_no_credentials(openapi: dict[str, Any]) -> None:
     for path, method in [("/items", "get"), ("/notes", "post"), ("/notes", "delete")]:
         assert operation(openapi, path, method).get("security") == [], (path, method)
