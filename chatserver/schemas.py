@@ -195,6 +195,8 @@ class StreamHeaders(msgspec.Struct, frozen=True):
 
 
 class UserOut(msgspec.Struct, omit_defaults=True):
+    """A user (with their email only when it is the caller)."""
+
     id: int
     username: str
     date_joined: datetime
@@ -206,6 +208,8 @@ class UserOut(msgspec.Struct, omit_defaults=True):
 
 
 class MessageOut(msgspec.Struct):
+    """A message as stored (a repeated Idempotency-Key returns the first one)."""
+
     id: int
     sent_by: int
     received_by: int
@@ -223,6 +227,8 @@ class PageMeta(msgspec.Struct):
 
 
 class MessagePage(msgspec.Struct):
+    """A page of messages, in the seed's documented shape."""
+
     meta: PageMeta
     messages: list[MessageOut]
 
@@ -258,6 +264,8 @@ class EventPage(msgspec.Struct):
 
 
 class TokenOut(msgspec.Struct):
+    """A new Bearer token, and whose it is."""
+
     token: str
     user: UserOut
 

@@ -12,7 +12,7 @@ from litestar.testing import AsyncTestClient
 from chatserver.app import create_app
 from chatserver.config import Settings
 from chatserver.migrations import upgrade
-from tests.helpers import Api
+from tests.helpers import Api, concurrent_client
 
 pytest_plugins = ["tests.servers"]
 
@@ -48,3 +48,10 @@ async def client(settings: Settings) -> AsyncIterator[AsyncTestClient]:  # type:
 @pytest.fixture
 def api(client: AsyncTestClient) -> Api:  # type: ignore[type-arg]
     return Api(client)
+
+
+@pytest.fixture
+async def live(settings: Settings) -> AsyncIterator[Api]:
+    """Like ``api``, but requests sent together really race (see concurrent_client)."""
+    async with concurrent_client(settings) as client:
+        yield Api(client)  # type: ignore[arg-type]

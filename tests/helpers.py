@@ -1,16 +1,21 @@
-"""Test helpers that only go through the public HTTP API."""
+"""Test helpers: the public HTTP API as a client sees it, and the few ways around it that
+tests need (the database itself, statement counts, the command line)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import itertools
+import os
 import re
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +28,9 @@ from chatserver.config import Settings
 from chatserver.migrations import upgrade
 
 PASSWORD = "correct horse battery"
+MESSAGE_FIELDS = {"id", "sent_by", "received_by", "message", "sent_at", "received_at"}
 _names = itertools.count(1)
+CLI_TIMEOUT = 60
 
 
 @dataclass
@@ -96,6 +103,28 @@ def assert_problem(r: httpx.Response, status: int, *fields: str) -> dict[str, An
     for field in fields:
         assert field in body.get("errors", {}), body
     return body
+
+
+def ids(page: dict[str, Any]) -> list[int]:
+    """The ids of a page of messages, in the page's order."""
+    return [m["id"] for m in page["messages"]]
+
+
+async def send_many(api: Api, sender: User, to: int, count: int, batch: int = 25) -> list[int]:
+    """Send ``count`` messages, ``batch`` at a time concurrently; return their ids."""
+    sent: list[int] = []
+    for start in range(0, count, batch):
+        texts = [f"message {n}" for n in range(start, min(start + batch, count))]
+        replies = await asyncio.gather(*(api.send(sender, to, text) for text in texts))
+        sent.extend(reply["id"] for reply in replies)
+    return sent
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[Api]:
+    """An app on an already migrated database, for as long as the block runs (a node)."""
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        yield Api(client)
 
 
 # ---------------------------------------------------------------- more helpers
@@ -192,6 +221,22 @@ def query_database(database_url: str, sql: str) -> list[tuple[Any, ...]]:
             return list(conn.execute(sql).fetchall())
     with psycopg.connect(database_url) as conn:
         return list(conn.execute(sql).fetchall())  # type: ignore[arg-type]
+
+
+def run_cli(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = CLI_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    """Run ``chatserver ARGS`` with only the given CHAT_* variables set."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "chatserver", *args],
+        env={**clean, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @asynccontextmanager

@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from chatserver.cli import build_parser, server_command
-from chatserver.config import ENV_NAMES, ConfigError, Settings, settings_from_env
+from chatserver.config import (
+    ENV_NAMES,
+    ConfigError,
+    Settings,
+    database_scheme,
+    redact,
+    settings_from_env,
+)
 
 TIMEOUT = 60
 
@@ -162,3 +169,69 @@ def test_a_worker_that_cannot_start_says_why_in_one_line(tmp_path: Path) -> None
     reasons = [line for line in output.splitlines() if "cannot start" in line]
     assert len(reasons) == 1, output
     assert "gone" in reasons[0] or "database" in reasons[0], reasons[0]
+
+
+# ---------------------------------------------------------------- settings from CHAT_* variables
+
+
+def test_defaults() -> None:
+    settings = settings_from_env({})
+    assert settings.database_url == "sqlite:///chat.db"
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+
+
+def test_settings_come_from_chat_variables() -> None:
+    settings = settings_from_env(
+        {
+            "CHAT_DATABASE_URL": "postgresql://u:p@db:5432/chat",
+            "CHAT_HOST": "10.1.2.3",
+            "CHAT_PORT": "9000",
+            "CHAT_LOG_LEVEL": "DEBUG",
+        }
+    )
+    assert settings.database_url == "postgresql://u:p@db:5432/chat"
+    assert (settings.host, settings.port, settings.log_level.lower()) == ("10.1.2.3", 9000, "debug")
+
+
+@pytest.mark.parametrize(
+    ("url", "scheme"),
+    [
+        ("sqlite:///chat.db", "sqlite"),
+        ("sqlite:////var/lib/chat/chat.db", "sqlite"),
+        ("postgresql://user:password@host:5432/dbname", "postgresql"),
+        ("postgresql+asyncpg://user:password@host:5432/dbname", "postgresql"),
+        ("postgres://user:password@host/dbname", "postgresql"),
+    ],
+)
+def test_accepted_database_urls(url: str, scheme: str) -> None:
+    settings = settings_from_env({"CHAT_DATABASE_URL": url})
+    assert database_scheme(settings.database_url) == scheme
+
+
+@pytest.mark.parametrize(
+    ("env", "mentions"),
+    [
+        ({"CHAT_PORT": "abc"}, "CHAT_PORT"),
+        ({"CHAT_PORT": "0"}, "CHAT_PORT"),
+        ({"CHAT_PORT": "65536"}, "CHAT_PORT"),
+        ({"CHAT_DATABASE_URL": "mysql://u:p@h/db"}, "CHAT_DATABASE_URL"),
+        ({"CHAT_DATABASE_URL": "chat.db"}, "CHAT_DATABASE_URL"),
+        ({"CHAT_DATABASE_URL": "sqlite:chat.db"}, "CHAT_DATABASE_URL"),
+        ({"CHAT_LOG_LEVEL": "loud"}, "CHAT_LOG_LEVEL"),
+        ({"CHAT_WORKERS": "0"}, "CHAT_WORKERS"),
+        ({"CHAT_REDIS_URL": "http://localhost"}, "CHAT_REDIS_URL"),
+    ],
+)
+def test_bad_settings_raise_one_line_config_errors(env: dict[str, str], mentions: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_env(env)
+    message = str(caught.value)
+    assert mentions in message
+    assert "\n" not in message
+
+
+def test_config_errors_never_show_the_database_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_env({"CHAT_DATABASE_URL": "mysql://user:hunter2@host/db"})
+    assert "hunter2" not in str(caught.value)
+    assert redact("postgresql://user:hunter2@host/db") == "postgresql://user:***@host/db"

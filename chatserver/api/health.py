@@ -18,6 +18,8 @@ log = logging.getLogger("chatserver")
 
 
 class Health(msgspec.Struct):
+    """Whether the server can answer."""
+
     status: str
     database: str
     # Only when Redis is configured. "down" does not make the node unhealthy: sends and

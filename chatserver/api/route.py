@@ -102,8 +102,6 @@ def _route(
         status = options.get("status_code") or (201 if decorator is litestar.post else 200)
         if spec.returns is None:
             status = options["status_code"] = 204
-        if not spec.authenticated:
-            options["security"] = []  # public: OpenAPI must not ask for credentials
         handler_options: dict[str, Any] = {
             "summary": (handler.__doc__ or "").strip().splitlines()[0],
             "responses": {**spec.responses(status), **docs.for_statuses(spec.statuses(errors))},
@@ -168,7 +166,11 @@ class Declaration:
     def responses(self, status: int) -> dict[int, ResponseSpec]:
         if self.returns is None or not _is_struct(self.returns):
             return {}
-        return {status: ResponseSpec(data_container=self.returns, generate_examples=False)}
+        description = (self.returns.__doc__ or "").strip().split("\n")[0] or "Success"
+        spec = ResponseSpec(
+            data_container=self.returns, description=description, generate_examples=False
+        )
+        return {status: spec}
 
     def endpoint(self, handler: Handler, status: int) -> Callable[..., Awaitable[Any]]:
         """The function Litestar calls: it takes only the request, so Litestar parses
@@ -211,6 +213,9 @@ class Declaration:
         parameters = [*(self.query.parameters() if self.query else ())]
         parameters += self.headers.parameters() if self.headers else []
         fields["parameters"] = [*(fields.get("parameters") or ()), *parameters] or None
+        if not self.authenticated:
+            # Litestar drops an empty security list; OpenAPI needs it to say "public".
+            fields["security"] = []
         if self.body is not None:
             fields["request_body"] = self.body.request_body()
         return Operation(**fields)
@@ -288,9 +293,9 @@ class _FieldsReader:
             Parameter(
                 name=name,
                 param_in=self.location,
-                schema=JsonSchema(_without_null(prop)),
+                schema=JsonSchema(schema := _without_null(prop)),
                 required=name in required,
-                description=prop.get("description"),
+                description=schema.get("description"),
             )
             for name, prop in definition["properties"].items()
         ]

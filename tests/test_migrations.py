@@ -1,0 +1,186 @@
+"""Migrations: ``chatserver migrate`` on SQLite and PostgreSQL, what each revision does to
+existing data, and nodes migrating one database at once."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
+from pathlib import Path
+
+import psycopg
+import pytest
+from litestar.testing import TestClient
+
+from chatserver.app import create_app
+from chatserver.config import Settings
+from chatserver.migrations import HEAD, alembic_config, upgrade
+from tests.helpers import query_database, run_cli
+
+
+def sqlite_tables(path: Path) -> set[str]:
+    with closing(sqlite3.connect(path)) as conn:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def test_migrate_creates_the_schema_and_exits(tmp_path: Path) -> None:
+    db = tmp_path / "chat.db"
+    result = run_cli("migrate", env={"CHAT_DATABASE_URL": f"sqlite:///{db}"}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert {"users", "tokens", "messages", "idempotency_keys"} <= sqlite_tables(db)
+    assert sqlite_page_size(db) == 2048  # new databases: smaller WAL writes per commit
+
+
+def test_migrate_keeps_the_page_size_of_an_existing_database(tmp_path: Path) -> None:
+    db = tmp_path / "chat.db"
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA page_size = 4096")
+        conn.execute("CREATE TABLE notes (body TEXT)")
+    result = run_cli("migrate", env={"CHAT_DATABASE_URL": f"sqlite:///{db}"}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "messages" in sqlite_tables(db)
+    assert sqlite_page_size(db) == 4096
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_migrating_an_existing_database_numbers_its_conversations(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """0002 numbers every stored message within its conversation, in id order."""
+    url = (
+        f"sqlite:///{tmp_path / 'chat.db'}"
+        if engine == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    upgrade(url, "0001")
+    users = [
+        "INSERT INTO users (id, username, username_key, email, email_key, password_hash,"
+        f" date_joined) VALUES ({n}, 'u{n}', 'u{n}', 'u{n}@e.com', 'u{n}@e.com', 'x', 0)"
+        for n in (1, 2, 3)
+    ]
+    # (sender, recipient): three between users 1 and 2, one from 3 to 1
+    pairs = [(1, 2), (2, 1), (3, 1), (1, 2)]
+    messages = [
+        "INSERT INTO messages (id, sender_id, recipient_id, body, sent_at, recipient_seq,"
+        f" peer_lo, peer_hi) VALUES ({i}, {a}, {b}, 'hi', 0, {i}, {min(a, b)}, {max(a, b)})"
+        for i, (a, b) in enumerate(pairs, start=1)
+    ]
+    execute_all(url, users + messages)
+
+    upgrade(url)
+
+    numbered = query_database(url, "SELECT id, conversation_seq FROM messages ORDER BY id")
+    assert [tuple(row) for row in numbered] == [(1, 1), (2, 2), (3, 1), (4, 3)]
+
+
+def execute_all(database_url: str, statements: list[str]) -> None:
+    """Run statements straight against a test database, in one transaction."""
+    if database_url.startswith("sqlite"):
+        with closing(sqlite3.connect(database_url.split(":///", 1)[1])) as conn:
+            for statement in statements:
+                conn.execute(statement)
+            conn.commit()
+        return
+    with psycopg.connect(database_url) as conn:
+        for statement in statements:
+            conn.execute(statement)  # type: ignore[arg-type]
+
+
+def sqlite_page_size(path: Path) -> int:
+    with closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("PRAGMA page_size").fetchone()[0])
+
+
+def test_migrate_twice_is_harmless(tmp_path: Path) -> None:
+    env = {"CHAT_DATABASE_URL": f"sqlite:///{tmp_path / 'chat.db'}"}
+    assert run_cli("migrate", env=env, cwd=tmp_path).returncode == 0
+    again = run_cli("migrate", env=env, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+
+
+def test_head_is_alembics_newest_revision(tmp_path: Path) -> None:
+    from alembic.script import ScriptDirectory
+
+    config = alembic_config(f"sqlite:///{tmp_path / 'chat.db'}")
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD
+
+
+LOADS_ALEMBIC = (
+    "import sys; from chatserver.cli import main; main(sys.argv[1:]);"
+    " print('alembic' in sys.modules)"
+)
+
+
+def test_migrate_loads_alembic_only_when_a_migration_is_pending(tmp_path: Path) -> None:
+    """An up-to-date SQLite database starts without Alembic; one revision behind, or new,
+    it is upgraded as before."""
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    upgrade(url, "0001")
+
+    def migrate() -> bool:
+        argv = [sys.executable, "-c", LOADS_ALEMBIC, "migrate", "--database-url", url]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
+        return result.stdout.strip() == "True"
+
+    assert migrate() is True  # 0001 -> head
+    assert query_database(url, "SELECT version_num FROM alembic_version") == [(HEAD,)]
+    assert migrate() is False  # already at head
+
+
+def test_migrate_defaults_to_chat_db_in_the_working_directory(tmp_path: Path) -> None:
+    result = run_cli("migrate", env={}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "messages" in sqlite_tables(tmp_path / "chat.db")
+
+
+def test_migrate_flag_overrides_the_environment(tmp_path: Path) -> None:
+    flag_db = tmp_path / "flag.db"
+    result = run_cli(
+        "migrate",
+        "--database-url",
+        f"sqlite:///{flag_db}",
+        env={"CHAT_DATABASE_URL": f"sqlite:///{tmp_path / 'env.db'}"},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "messages" in sqlite_tables(flag_db)
+    assert not (tmp_path / "env.db").exists()
+
+
+def test_migrate_postgres(postgres_url: str, tmp_path: Path) -> None:
+    result = run_cli("migrate", env={"CHAT_DATABASE_URL": postgres_url}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    with psycopg.connect(postgres_url) as conn:
+        tables = {
+            row[0]
+            for row in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+        }
+    assert {"users", "tokens", "messages", "idempotency_keys"} <= tables
+
+
+def test_the_app_migrated_by_the_cli_serves_requests(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    assert run_cli("migrate", env={"CHAT_DATABASE_URL": url}, cwd=tmp_path).returncode == 0
+    with TestClient(create_app(Settings(database_url=url))) as client:
+        body = {"username": "alice", "email": "alice@example.com", "password": "pw-123456"}
+        assert client.post("/api/v1/users/", json=body).status_code == 201
+
+
+def test_nodes_migrating_a_fresh_postgresql_at_once_both_succeed(postgres_url: str) -> None:
+    """Several `chatserver serve` starting together: the migration lock makes them take turns."""
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "chatserver", "migrate", "--database-url", postgres_url],
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
+    for run in runs:
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err.decode()
+    with closing(psycopg.connect(postgres_url)) as conn:
+        (version,) = conn.execute("SELECT version_num FROM alembic_version").fetchone() or ("",)
+    assert version == HEAD
