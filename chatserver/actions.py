@@ -70,15 +70,21 @@ async def forget_expired_idempotency_keys(s: Services) -> int:
 
 
 async def forget_expired_events(s: Services) -> int:
-    """Delete events older than their retention; a stream resuming from before them gets
-    a ``reset`` event (see streams.py)."""
+    """Delete events older than their retention, oldest first, a chunk per transaction (so
+    writers are not held up); a stream resuming from before them gets a ``reset`` event."""
     cutoff = now_us() - int(s.settings.event_retention_days * 86_400_000_000)
-    async with s.db.transaction() as conn:
-        return await store.delete_events_before(conn, cutoff)
+    removed = 0
+    while True:
+        async with s.db.transaction() as conn:
+            deleted = await store.delete_oldest_events(conn, cutoff, EVENT_PURGE_CHUNK)
+        removed += deleted
+        if deleted < EVENT_PURGE_CHUNK:
+            return removed
 
 
 # ---------------------------------------------------------------- sending
 
+EVENT_PURGE_CHUNK = 2000
 # The status stored with an idempotent response (the table keeps one per key).
 SENT = 201
 _encode = msgspec.json.Encoder().encode

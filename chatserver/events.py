@@ -1,7 +1,7 @@
 """Real-time events: their payloads and the channel each goes to.
 
 Every user has one channel, and every event a user can receive (but errors and ephemeral
-ones) is stored with the user's position before it is published (see store.py, events).
+ones) is stored with the user's position before it is published (see store/events.py).
 The channels plugin carries it to every subscribed socket on this process, and, with the
 Redis backend, on every other process and machine.
 """

@@ -121,11 +121,14 @@ conversations = Table(
 events = Table(
     "events",
     metadata,
+    # In insertion order, which is time order: retention deletes the oldest ids in chunks,
+    # without an index on ``at`` for every send to keep up.
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
     # a user's events, numbered 1, 2, 3 … (``users.event_pos`` is the latest): what a
     # stream replays after a position. A message event points at the message, so a replay
     # shows its current state.
-    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
-    Column("pos", BigInteger, primary_key=True),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("pos", BigInteger, nullable=False),
     Column("kind", String(16), nullable=False),
     Column("message_id", BigInteger, nullable=True),
     # received: who fetched (by) the messages listed; read: by, of (whose messages), up_to_id
@@ -133,7 +136,10 @@ events = Table(
     Column("of_id", BigInteger, nullable=True),
     Column("up_to_id", BigInteger, nullable=True),
     Column("message_ids", Text, nullable=True),
-    Column("at", BigInteger, nullable=False, index=True),
+    Column("at", BigInteger, nullable=False),
+    Index("ix_events_user_pos", "user_id", "pos", unique=True),
+    # SQLite needs AUTOINCREMENT so that ids of deleted rows are never handed out again.
+    sqlite_autoincrement=True,
 )
 
 idempotency_keys = Table(

@@ -237,7 +237,7 @@ async def test_a_cursor_older_than_what_is_kept_starts_with_one_reset(
     alice, bob = await api.signup(), await api.signup()
     await send_quietly(s, bob, alice, 3)
     async with s.db.transaction() as conn:
-        assert await store.delete_events_before(conn, now_us() + 1) == 6
+        assert await store.delete_oldest_events(conn, now_us() + 1, limit=100) == 6
     await send_quietly(s, bob, alice, 1)  # position 4 is kept
     events = await first_events(s, alice, 0, 1)
     assert events == [StreamEvent(b'{"type":"reset","pos":4}', 4)]

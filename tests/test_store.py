@@ -588,8 +588,9 @@ async def test_old_events_are_deleted_by_age(
     await send(db, alice.id, bob.id, "old", at=NOW - 10)
     kept = await send(db, bob.id, alice.id, "new", at=NOW)
     async with db.transaction() as conn:
-        assert await store.delete_events_before(conn, NOW - 5) == 2
-        assert await store.delete_events_before(conn, NOW - 5) == 0
+        assert await store.delete_oldest_events(conn, NOW - 5, limit=1) == 1
+        assert await store.delete_oldest_events(conn, NOW - 5, limit=10) == 1
+        assert await store.delete_oldest_events(conn, NOW - 5, limit=10) == 0
     async with db.read() as conn:
         assert [(e.pos, e.message) for e in await store.list_events(conn, alice.id, 0, 10)] == [
             (2, kept)
@@ -690,7 +691,7 @@ async def test_store_writes_are_undone_with_the_callers_transaction(
             assert await store.take_event_positions(conn, bob.id) is not None
             await store.set_read_mark(conn, bob.id, alice.id, kept.id, 0)
             await store.add_to_unread_total(conn, bob.id, -1)
-            await store.delete_events_before(conn, NOW + 1)
+            await store.delete_oldest_events(conn, NOW + 1, limit=100)
             await store.delete_user(conn, alice.id)
             raise RuntimeError("the action failed")
 

@@ -19,6 +19,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from chatserver import store
 from chatserver.api import route
 from chatserver.api.deps import Caller, authenticate, header, services_of
+from chatserver.api.readers import QueryReader
 from chatserver.config import MAX_FRAME_BYTES
 from chatserver.errors import InvalidInput, NotAcceptable, NotAuthenticated
 from chatserver.hub import CLOSE_REVOKED, StreamHandle
@@ -77,7 +78,7 @@ def error_event(code: str, detail: str) -> str:
 # ---------------------------------------------------------------- WebSocket
 
 
-STREAM_QUERY = route.QueryReader(StreamQuery)
+STREAM_QUERY = QueryReader(StreamQuery)
 
 
 @websocket("/api/v1/stream")

@@ -1,6 +1,6 @@
 """What the rest of the server sees of a database: ``Conn``, ``Database``, and the shared forms.
 
-SQL is written once, in ``store.py``, with ``$1``-style parameters (asyncpg's own form); the
+SQL is written once, in ``store/``, with ``$1``-style parameters (asyncpg's own form); the
 SQLite side rewrites them to ``?1`` (SQLite's numbered form), so every statement runs
 unchanged on both engines. Both engines raise ``UniqueViolation`` for a UNIQUE constraint and
 ``chatserver.errors.Unavailable`` when the database cannot be used right now (see ``errors.py``).

@@ -22,7 +22,7 @@ from chatserver.db.interface import Conn, Row
 
 @lru_cache(maxsize=512)
 def to_sqlite(sql: str) -> str:
-    """``$1`` parameters (asyncpg's form, the one ``store.py`` writes) as ``?1`` (SQLite's)."""
+    """``$1`` parameters (asyncpg's form, the one ``store/`` writes) as ``?1`` (SQLite's)."""
     return re.sub(r"\$(\d+)", r"?\1", sql)
 
 

@@ -49,6 +49,7 @@ def _create_tables() -> None:
     op.create_index("ix_conversations_latest", "conversations", ["user_id", "last_message_id"])
     op.create_table(
         "events",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("user_id", sa.BigInteger(), nullable=False),
         sa.Column("pos", sa.BigInteger(), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
@@ -59,9 +60,10 @@ def _create_tables() -> None:
         sa.Column("message_ids", sa.Text(), nullable=True),
         sa.Column("at", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE"),
-        sa.PrimaryKeyConstraint("user_id", "pos"),
+        sa.PrimaryKeyConstraint("id"),
+        sqlite_autoincrement=True,
     )
-    op.create_index("ix_events_at", "events", ["at"])
+    op.create_index("ix_events_user_pos", "events", ["user_id", "pos"], unique=True)
 
 
 def _carry_over() -> None:

@@ -1,0 +1,200 @@
+"""Users and their counters, tokens."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from chatserver.db import Conn, Row, placeholders
+
+# ---------------------------------------------------------------- users
+
+USER_COLUMNS = (
+    "id, username, email, password_hash, date_joined, last_seen_at, received_count, unread_count"
+)
+
+
+class UserRow(NamedTuple):
+    id: int
+    username: str
+    email: str
+    password_hash: str
+    date_joined: int
+    last_seen_at: int | None
+    received_count: int
+    unread_count: int
+
+
+def _user(row: Row | None) -> UserRow | None:
+    return None if row is None else UserRow(*row)
+
+
+async def insert_user(
+    conn: Conn, username: str, email: str, password_hash: str, keys: tuple[str, str], now: int
+) -> UserRow:
+    """Insert a user; raises UniqueViolation when the username or email key is taken."""
+    row = await conn.fetch_one(
+        "INSERT INTO users (username, username_key, email, email_key, password_hash, date_joined)"
+        f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {USER_COLUMNS}",
+        username,
+        keys[0],
+        email,
+        keys[1],
+        password_hash,
+        now,
+    )
+    assert row is not None
+    return UserRow(*row)
+
+
+async def get_user(conn: Conn, user_id: int) -> UserRow | None:
+    return _user(await conn.fetch_one(f"SELECT {USER_COLUMNS} FROM users WHERE id = $1", user_id))
+
+
+async def get_users(conn: Conn, user_ids: list[int]) -> list[UserRow]:
+    """The users with these ids that exist, in no particular order."""
+    if not user_ids:
+        return []
+    sql = f"SELECT {USER_COLUMNS} FROM users WHERE id IN ({placeholders(1, len(user_ids))})"
+    return [UserRow(*row) for row in await conn.fetch_all(sql, *user_ids)]
+
+
+async def find_user_by_username(conn: Conn, username_key: str) -> UserRow | None:
+    sql = f"SELECT {USER_COLUMNS} FROM users WHERE username_key = $1"
+    return _user(await conn.fetch_one(sql, username_key))
+
+
+async def find_user_by_login(conn: Conn, key: str) -> UserRow | None:
+    """The user whose username or email matches ``key`` (already casefolded)."""
+    sql = f"SELECT {USER_COLUMNS} FROM users WHERE username_key = $1 OR email_key = $1"
+    return _user(await conn.fetch_one(sql, key))
+
+
+async def set_last_seen(conn: Conn, user_id: int, now: int) -> None:
+    # Only forward: two nodes racing cannot move it back in time.
+    await conn.execute(
+        "UPDATE users SET last_seen_at = $2"
+        " WHERE id = $1 AND (last_seen_at IS NULL OR last_seen_at < $2)",
+        user_id,
+        now,
+    )
+
+
+async def set_last_seen_each(conn: Conn, seen: list[tuple[int, int]]) -> None:
+    """``set_last_seen`` for many (user id, time) pairs, as one prepared statement."""
+    await conn.execute_many(
+        "UPDATE users SET last_seen_at = $2"
+        " WHERE id = $1 AND (last_seen_at IS NULL OR last_seen_at < $2)",
+        seen,
+    )
+
+
+async def delete_user(conn: Conn, user_id: int) -> bool:
+    """Delete a user, their tokens, keys and received messages; sent messages stay, numbered
+    again in their conversations so that each conversation's sequence stays dense."""
+    await conn.execute("DELETE FROM messages WHERE recipient_id = $1", user_id)
+    await conn.execute(
+        "UPDATE messages SET conversation_seq = numbered.seq FROM (SELECT id,"
+        " row_number() OVER (PARTITION BY peer_lo, peer_hi ORDER BY id) AS seq"
+        " FROM messages WHERE sender_id = $1) AS numbered WHERE messages.id = numbered.id",
+        user_id,
+    )
+    await _forget_in_conversations(conn, user_id)
+    await conn.execute("DELETE FROM events WHERE user_id = $1", user_id)
+    await conn.execute("DELETE FROM tokens WHERE user_id = $1", user_id)
+    await conn.execute("DELETE FROM idempotency_keys WHERE sender_id = $1", user_id)
+    return await conn.execute("DELETE FROM users WHERE id = $1", user_id) == 1
+
+
+# The people a user talked to, from the user's own conversation rows (primary key lookups).
+_PEERS_OF = "user_id IN (SELECT peer_id FROM conversations WHERE user_id = $1) AND peer_id = $1"
+
+
+async def _forget_in_conversations(conn: Conn, user_id: int) -> None:
+    """The user's own conversations go; those of the people they talked to stay, pointing at
+    the latest message left (the ones the user received are gone), or go when none is."""
+    await conn.execute(
+        "UPDATE conversations SET last_message_id = coalesce((SELECT max(m.id) FROM messages m"
+        " WHERE m.peer_lo = CASE WHEN conversations.user_id < $1 THEN conversations.user_id"
+        " ELSE $1 END AND m.peer_hi = CASE WHEN conversations.user_id < $1 THEN $1"
+        f" ELSE conversations.user_id END), 0) WHERE {_PEERS_OF}",
+        user_id,
+    )
+    await conn.execute(
+        f"DELETE FROM conversations WHERE {_PEERS_OF} AND last_message_id = 0", user_id
+    )
+    await conn.execute("DELETE FROM conversations WHERE user_id = $1", user_id)
+
+
+async def count_for_send(conn: Conn, sender_id: int) -> int | None:
+    """Count a sent message on the sender's row and take its event position (None: no such
+    user). The UPDATE also locks the row until commit (PostgreSQL)."""
+    pos = await conn.fetch_val(
+        "UPDATE users SET sent_count = sent_count + 1, event_pos = event_pos + 1"
+        " WHERE id = $1 RETURNING event_pos",
+        sender_id,
+    )
+    return None if pos is None else int(pos)
+
+
+async def count_for_receive(
+    conn: Conn, recipient_id: int, also_sent: bool
+) -> tuple[int, int] | None:
+    """Count a received (and unread) message; return the recipient's new sequence number
+    and the event position of the message (None: no such user).
+
+    The UPDATE locks the recipient's row until commit, so on PostgreSQL the message id and
+    position taken after it are ordered with every other message and event of this user
+    (see docs/architecture.md).
+    """
+    sent = 1 if also_sent else 0
+    row = await conn.fetch_one(
+        "UPDATE users SET received_count = received_count + 1, unread_count = unread_count + 1,"
+        " sent_count = sent_count + $2, event_pos = event_pos + 1,"
+        " unread_total = unread_total + 1 - $2"
+        " WHERE id = $1 RETURNING received_count, event_pos",
+        recipient_id,
+        sent,
+    )
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+async def take_event_positions(conn: Conn, user_id: int, count: int = 1) -> int | None:
+    """Take ``count`` event positions for a user (locking their row); the last one, or None
+    when there is no such user. Callers lock several users in ascending id order."""
+    pos = await conn.fetch_val(
+        "UPDATE users SET event_pos = event_pos + $2 WHERE id = $1 RETURNING event_pos",
+        user_id,
+        count,
+    )
+    return None if pos is None else int(pos)
+
+
+async def current_event_pos(conn: Conn, user_id: int) -> int:
+    """The position of the user's latest event (0 before the first)."""
+    return await user_counter(conn, user_id, "event_pos")
+
+
+# ---------------------------------------------------------------- tokens
+
+
+async def insert_token(conn: Conn, user_id: int, token_hash: str, now: int) -> None:
+    await conn.execute(
+        "INSERT INTO tokens (user_id, token_hash, created_at) VALUES ($1, $2, $3)",
+        user_id,
+        token_hash,
+        now,
+    )
+
+
+async def find_token_user(conn: Conn, token_hash: str) -> int | None:
+    value = await conn.fetch_val("SELECT user_id FROM tokens WHERE token_hash = $1", token_hash)
+    return None if value is None else int(value)
+
+
+async def delete_token(conn: Conn, token_hash: str) -> None:
+    await conn.execute("DELETE FROM tokens WHERE token_hash = $1", token_hash)
+
+
+async def user_counter(conn: Conn, user_id: int, column: str) -> int:
+    value = await conn.fetch_val(f"SELECT {column} FROM users WHERE id = $1", user_id)
+    return int(value or 0)
