@@ -19,12 +19,12 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
 
+from testinfra import procs
 from testinfra.procs import HOST, free_port
 
 PG_ROOT = Path("/usr/lib/postgresql")
@@ -80,7 +80,7 @@ def _as_postgres_user() -> list[str]:
     return [runuser, "-u", OS_USER, "--"]
 
 
-class PostgresServer:
+class PostgresServer(procs.Service):
     """A running throwaway cluster plus an admin connection for creating databases.
 
     ``settings`` become ``-c name=value`` server options (tests turn durability off, the
@@ -213,15 +213,3 @@ class PostgresServer:
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
-
-    def __enter__(self) -> PostgresServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -15,6 +15,8 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -314,3 +316,25 @@ def wait_healthy(url: str, managed: Managed, timeout: float) -> float:
     raise RuntimeError(
         f"{managed.name} not healthy at {url} after {timeout:.0f}s; log tail:\n{managed.log_tail()}"
     )
+
+
+class Service:
+    """A throwaway server: ``with`` starts it and stops it again."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -7,7 +7,6 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
 from testinfra import procs
 from testinfra.procs import HOST
@@ -19,7 +18,7 @@ class RedisNotFound(RuntimeError):
     """No redis-server on this machine."""
 
 
-class RedisServer:
+class RedisServer(procs.Service):
     """``redis-server`` in its own process group; `restart` keeps its port (and loses its
     data, like any restart without persistence)."""
 
@@ -93,15 +92,3 @@ class RedisServer:
         """Stop and start again on the same port."""
         self.stop()
         self.start()
-
-    def __enter__(self) -> RedisServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

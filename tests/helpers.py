@@ -291,3 +291,19 @@ async def _lifespan(app: Litestar) -> AsyncIterator[None]:
     finally:
         stop.set()
         await task
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def basic(username: str, password: str) -> dict[str, str]:
+    raw = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {raw}"}
+
+
+def assert_401(r: httpx.Response) -> dict[str, Any]:
+    """A 401 problem that says how to authenticate."""
+    problem = assert_problem(r, 401)
+    assert r.headers["WWW-Authenticate"]
+    return problem

@@ -6,36 +6,19 @@ Issuing and revoking tokens: api/test_tokens.py."""
 from __future__ import annotations
 
 import base64
-from typing import Any
 
-import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
 from chatserver import auth
 from chatserver.auth import TokenCache
-from tests.helpers import PASSWORD, Api, assert_problem, query_database
+from tests.helpers import PASSWORD, Api, assert_401, basic, bearer, query_database
 
 Client = AsyncTestClient  # type: ignore[type-arg]
 
 TOKEN = "/api/v1/auth/token/"
 USERS = "/api/v1/users/"
 CHATS = "/api/v1/chats/"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def basic(username: str, password: str) -> dict[str, str]:
-    raw = base64.b64encode(f"{username}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {raw}"}
-
-
-def assert_401(r: httpx.Response) -> dict[str, Any]:
-    problem = assert_problem(r, 401)
-    assert r.headers["WWW-Authenticate"]
-    return problem
 
 
 # ---------------------------------------------------------------- Bearer and Basic

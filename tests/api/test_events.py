@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -24,7 +24,6 @@ from websockets.asyncio.client import ClientConnection
 
 from chatserver import auth, store
 from chatserver.config import Settings
-from testinfra.postgres import PostgresServer
 from tests.helpers import Api, User, assert_problem, assert_utc_timestamp
 from tests.realtime_helpers import (
     TIMEOUT,
@@ -48,30 +47,6 @@ def cheap_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
     """argon2's lightest parameters for sign-ups (the server runs in this process):
     passwords are not under test here, and the default cost dominates on a busy machine."""
     monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
-
-
-@pytest.fixture(scope="module")
-def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    path = tmp_path_factory.mktemp("events") / "chat.db"
-    with serve_in_thread(Settings(database_url=f"sqlite:///{path}")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def postgres_server_app(postgres_server: PostgresServer) -> Iterator[LiveServer]:
-    name = postgres_server.create_database()
-    try:
-        with serve_in_thread(Settings(database_url=postgres_server.url(name))) as server:
-            yield server
-    finally:
-        postgres_server.drop_database(name)
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def server(request: pytest.FixtureRequest) -> LiveServer:
-    fixture = "sqlite_server" if request.param == "sqlite" else "postgres_server_app"
-    live: LiveServer = request.getfixturevalue(fixture)
-    return live
 
 
 @contextlib.asynccontextmanager

@@ -22,7 +22,6 @@ import pytest
 import websockets
 
 from chatserver.config import Settings
-from testinfra.postgres import PostgresServer
 from tests.helpers import Api, User, assert_problem, assert_utc_timestamp
 from tests.realtime_helpers import (
     CLOSE_AUTH,
@@ -47,31 +46,6 @@ from tests.realtime_helpers import (
 MAX_FRAME = 64 * 1024
 
 # ------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module")
-def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    path = tmp_path_factory.mktemp("stream") / "chat.db"
-    with serve_in_thread(Settings(database_url=f"sqlite:///{path}")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def postgres_server_app(postgres_server: PostgresServer) -> Iterator[LiveServer]:
-    name = postgres_server.create_database()
-    try:
-        with serve_in_thread(Settings(database_url=postgres_server.url(name))) as server:
-            yield server
-    finally:
-        postgres_server.drop_database(name)
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def server(request: pytest.FixtureRequest) -> LiveServer:
-    """The app on each database (one server per module and database)."""
-    fixture = "sqlite_server" if request.param == "sqlite" else "postgres_server_app"
-    live: LiveServer = request.getfixturevalue(fixture)
-    return live
 
 
 @pytest.fixture

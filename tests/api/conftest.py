@@ -1,0 +1,39 @@
+"""Fixtures of the API tests that need a real socket: the app served in this process
+(``serve_in_thread``) on each database, one server per test module and database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from chatserver.config import Settings
+from testinfra.postgres import PostgresServer
+from tests.realtime_helpers import LiveServer, serve_in_thread
+
+
+@pytest.fixture(scope="module")
+def sqlite_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]) / "chat.db"
+    with serve_in_thread(Settings(database_url=f"sqlite:///{path}")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def postgres_server_app(postgres_server: PostgresServer) -> Iterator[LiveServer]:
+    name = postgres_server.create_database()
+    try:
+        with serve_in_thread(Settings(database_url=postgres_server.url(name))) as server:
+            yield server
+    finally:
+        postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(request: pytest.FixtureRequest) -> LiveServer:
+    """The app on each database (one server per module and database)."""
+    fixture = "sqlite_server" if request.param == "sqlite" else "postgres_server_app"
+    live: LiveServer = request.getfixturevalue(fixture)
+    return live
