@@ -298,7 +298,7 @@ async def mark_read(
         conversation = await store.get_conversation(conn, user_id, peer_id)
         assert conversation is not None
         up_to = max(up_to, conversation.last_read_id)  # another device may have gone further
-        await _move_read_mark(conn, conversation, up_to)
+        updated = await _move_read_mark(conn, conversation, up_to)
         await store.insert_events(
             conn,
             [
@@ -306,9 +306,7 @@ async def mark_read(
                 for uid, pos in positions.items()
             ],
         )
-        updated = await store.get_conversation(conn, user_id, peer_id)
     s.events.publish_read(user_id, peer_id, up_to, now, positions)
-    assert updated is not None
     return updated
 
 
@@ -321,15 +319,23 @@ async def _take_positions(conn: Conn, user_ids: list[int]) -> dict[int, int]:
     return taken
 
 
-async def _move_read_mark(conn: Conn, conversation: store.ConversationRow, up_to: int) -> None:
+async def _move_read_mark(
+    conn: Conn, conversation: store.ConversationRow, up_to: int
+) -> store.ConversationRow:
+    """Move the mark of a conversation read under the users' locks; the row as it is now."""
     user_id, peer_id = conversation.user_id, conversation.peer_id
     if user_id == peer_id:
         unread = 0  # your own messages are never unread for you
     else:
         read = await store.received_up_to(conn, user_id, peer_id, up_to)
         unread = max(conversation.received_count - read, 0)
-    if await store.set_read_mark(conn, user_id, peer_id, up_to, unread):
-        await store.add_to_unread_total(conn, user_id, unread - conversation.unread_count)
+    if not await store.set_read_mark(conn, user_id, peer_id, up_to, unread):
+        return conversation  # already there: another device marked this far
+    await store.add_to_unread_total(conn, user_id, unread - conversation.unread_count)
+    peer_mark = up_to if user_id == peer_id else conversation.peer_last_read_id
+    return conversation._replace(
+        last_read_id=up_to, unread_count=unread, peer_last_read_id=peer_mark
+    )
 
 
 async def wait_for_messages(
