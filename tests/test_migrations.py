@@ -74,6 +74,52 @@ def test_migrating_an_existing_database_numbers_its_conversations(
     assert [tuple(row) for row in numbered] == [(1, 1), (2, 2), (3, 1), (4, 3)]
 
 
+def test_0004_keeps_every_conversation_and_drops_the_pair_index(database_url: str) -> None:
+    """0004 rebuilds SQLite's conversations without a rowid and drops ix_messages_pair
+    on both engines; the rows are kept, down and up again."""
+    from alembic import command
+
+    upgrade(database_url, "0003")
+    users = [
+        "INSERT INTO users (id, username, username_key, email, email_key, password_hash,"
+        f" date_joined) VALUES ({n}, 'u{n}', 'u{n}', 'u{n}@e.com', 'u{n}@e.com', 'x', 0)"
+        for n in (1, 2)
+    ]
+    rows = [(1, 2, 7, 3, 1, 6), (2, 1, 7, 4, 4, 0)]
+    conversations = [
+        "INSERT INTO conversations (user_id, peer_id, last_message_id, received_count,"
+        f" unread_count, last_read_id) VALUES {row}"
+        for row in rows
+    ]
+    execute_all(database_url, users + conversations)
+    select = (
+        "SELECT user_id, peer_id, last_message_id, received_count, unread_count, last_read_id"
+        " FROM conversations ORDER BY user_id"
+    )
+    for revision in ("head", "0003", "head"):
+        if revision == "head":
+            upgrade(database_url)
+        else:
+            command.downgrade(alembic_config(database_url), revision)
+        assert [tuple(row) for row in query_database(database_url, select)] == rows
+        indexes = index_names(database_url, "messages")
+        assert ("ix_messages_pair" in indexes) == (revision == "0003")
+        assert "ix_conversations_latest" in index_names(database_url, "conversations")
+    if database_url.startswith("sqlite"):
+        (sql,) = query_database(
+            database_url, "SELECT sql FROM sqlite_master WHERE name = 'conversations'"
+        )
+        assert "WITHOUT ROWID" in sql[0]
+
+
+def index_names(database_url: str, table: str) -> set[str]:
+    if database_url.startswith("sqlite"):
+        sql = f"SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = '{table}'"
+    else:
+        sql = f"SELECT indexname FROM pg_indexes WHERE tablename = '{table}'"
+    return {row[0] for row in query_database(database_url, sql)}
+
+
 def execute_all(database_url: str, statements: list[str]) -> None:
     """Run statements straight against a test database, in one transaction."""
     if database_url.startswith("sqlite"):

@@ -478,6 +478,29 @@ async def test_received_up_to_counts_one_senders_messages_up_to_an_id(
         assert await store.received_up_to(conn, carol.id, bob.id, a3.id) == 0
 
 
+async def test_received_up_to_counts_right_after_the_peers_account_is_deleted(
+    db: Database, three: tuple[UserRow, UserRow, UserRow]
+) -> None:
+    """The count comes from the conversation's latest message up to the id (its number in
+    the conversation and in its direction); deleting bob removes what alice sent him and
+    numbers his messages to her again, so the counts stay right."""
+    alice, bob, _ = three
+    b1 = await send(db, bob.id, alice.id, "b1")
+    a1 = await send(db, alice.id, bob.id, "a1")
+    b2 = await send(db, bob.id, alice.id, "b2")
+    a2 = await send(db, alice.id, bob.id, "a2")
+    async with db.read() as conn:
+        assert await store.received_up_to(conn, alice.id, bob.id, a1.id) == 1
+        assert await store.received_up_to(conn, alice.id, bob.id, a2.id) == 2
+    async with db.transaction() as conn:
+        assert await store.delete_user(conn, bob.id) is True
+    async with db.read() as conn:
+        assert await store.received_up_to(conn, alice.id, bob.id, b1.id) == 1
+        assert await store.received_up_to(conn, alice.id, bob.id, a1.id) == 1
+        assert await store.received_up_to(conn, alice.id, bob.id, b2.id) == 2
+        assert await store.received_up_to(conn, alice.id, bob.id, a2.id + 10) == 2
+
+
 async def test_a_read_mark_only_moves_forward(
     db: Database, three: tuple[UserRow, UserRow, UserRow]
 ) -> None:

@@ -59,11 +59,17 @@ async def unread_total(conn: Conn, user_id: int) -> int:
 
 
 async def received_up_to(conn: Conn, user_id: int, peer_id: int, up_to_id: int) -> int:
-    """How many messages the peer sent the user with an id up to ``up_to_id`` (one seek)."""
+    """How many messages the peer sent the user with an id up to ``up_to_id`` (one seek on
+    the conversation index). The latest message of the conversation up to that id knows:
+    its ``pair_seq`` counts its own direction, and its ``conversation_seq`` both (both are
+    dense, also after an account's deletion, which removes one direction whole)."""
+    lo, hi = sorted((user_id, peer_id))
     value = await conn.fetch_val(
-        "SELECT pair_seq FROM messages WHERE recipient_id = $1 AND sender_id = $2"
-        " AND id <= $3 ORDER BY id DESC LIMIT 1",
-        user_id,
+        "SELECT CASE WHEN sender_id = $3 THEN pair_seq ELSE conversation_seq - pair_seq END"
+        " FROM messages WHERE peer_lo = $1 AND peer_hi = $2 AND id <= $4"
+        " ORDER BY id DESC LIMIT 1",
+        lo,
+        hi,
         peer_id,
         up_to_id,
     )
