@@ -26,6 +26,7 @@ from chatserver.middleware import RequestContext
 from chatserver.presence import LocalPresence, RedisPresence
 from chatserver.problems import EXCEPTION_HANDLERS
 from chatserver.services import Services
+from chatserver.views import MessageCache
 
 log = logging.getLogger("chatserver")
 
@@ -90,11 +91,13 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     last_seen = LastSeen(db, settings.last_seen_resolution_seconds)
     last_seen.start()
     stack.push_async_callback(last_seen.stop)
-    hub = Hub(channels, presence, token_cache, last_seen)
+    messages = MessageCache()
+    channels.after_resync = [messages.clear]
+    hub = Hub(channels, presence, token_cache, last_seen, messages)
     await hub.start()
     stack.push_async_callback(hub.stop)
     events = Events(channels, channels.may_have_listeners)
-    services = Services(settings, db, events, token_cache, hub, last_seen)
+    services = Services(settings, db, events, token_cache, hub, last_seen, messages)
     purge = asyncio.create_task(_purge_expired(services))
     stack.callback(purge.cancel)
     return services
