@@ -59,6 +59,7 @@ async def delete_user(s: Services, user_id: int) -> None:
     async with s.db.transaction() as conn:
         await store.delete_user(conn, user_id)
     s.tokens.evict_user(user_id)
+    s.note_search_change()  # the messages they received left the search index
     s.events.revoke_user(user_id)
 
 

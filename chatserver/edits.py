@@ -80,6 +80,8 @@ async def _record(conn: Conn, message: store.MessageRow, kind: str, now: int) ->
 
 
 def _evict(s: Services, message_id: int) -> None:
-    """Drop the old copy from this node's cache now, and from the others' (control channel)."""
+    """Drop the old copy from this node's cache now, and from the others' (control
+    channel); the old words leave the search index soon (searchindex.py)."""
     s.messages.forget(message_id)
     s.events.evict_message(message_id)
+    s.note_search_change()

@@ -67,7 +67,7 @@ from chatserver.store.messages import (
     mark_received,
     note_fetch,
 )
-from chatserver.store.search import SearchQuery, search_page, words_of
+from chatserver.store.search import SearchQuery, merge_search_index, search_page, words_of
 from chatserver.store.users import (
     USER_COLUMNS,
     UserRow,
@@ -143,6 +143,7 @@ __all__ = [
     "list_events",
     "list_message_ids",
     "mark_received",
+    "merge_search_index",
     "note_fetch",
     "received_up_to",
     "reply_target_ok",

@@ -79,3 +79,18 @@ async def search_page(
     if not offset:
         return 0, []
     return int(await conn.fetch_val(f"SELECT count(*) {match}", query)), []
+
+
+# FTS5 keeps the list of its segments in the row with id 10 of its data table.
+_STRUCTURE = "SELECT block FROM message_search_data WHERE id = 10"
+
+
+async def merge_search_index(conn: Conn, pages: int) -> bool:
+    """SQLite: one step (about ``pages`` pages of work) of merging the FTS5 index into one
+    segment. FTS5 (before SQLite 3.44's secure-delete) keeps the words of a removed entry
+    in its older segments until they are merged. Whether the step changed anything."""
+    before = await conn.fetch_val(_STRUCTURE)
+    await conn.execute(
+        "INSERT INTO message_search (message_search, rank) VALUES ('merge', $1)", -pages
+    )
+    return bool(await conn.fetch_val(_STRUCTURE) != before)
