@@ -65,11 +65,12 @@ async def search_page(
     """How many messages match, and a page of their ids, newest first (one statement when
     the page holds anything)."""
     if dialect == "sqlite":
-        match, key, query = _SQLITE_MATCH, "rowid", fts5_expression(q)
+        # The index's rowid is minus the message id (see migration 0005).
+        match, key, order, query = _SQLITE_MATCH, "-rowid", "rowid", fts5_expression(q)
     else:
-        match, key, query = _PG_MATCH, "id", tsquery_text(q)
+        match, key, order, query = _PG_MATCH, "id", "id DESC", tsquery_text(q)
     rows = await conn.fetch_all(
-        f"SELECT (SELECT count(*) {match}), {key} {match} ORDER BY {key} DESC LIMIT $2 OFFSET $3",
+        f"SELECT (SELECT count(*) {match}), {key} {match} ORDER BY {order} LIMIT $2 OFFSET $3",
         query,
         limit,
         offset,
