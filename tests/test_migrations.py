@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from litestar.testing import TestClient
 
+from chatserver import auth
 from chatserver.app import create_app
 from chatserver.config import Settings
 from chatserver.migrations import HEAD, alembic_config, upgrade
@@ -72,6 +73,61 @@ def test_migrating_an_existing_database_numbers_its_conversations(
 
     numbered = query_database(url, "SELECT id, conversation_seq FROM messages ORDER BY id")
     assert [tuple(row) for row in numbered] == [(1, 1), (2, 2), (3, 1), (4, 3)]
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_migrating_an_existing_database_indexes_its_messages_for_search(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """0005 indexes the stored messages and notes which message each stored
+    Idempotency-Key response holds; search then finds them through the API."""
+    url = (
+        f"sqlite:///{tmp_path / 'chat.db'}"
+        if engine == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    upgrade(url, "0003")
+    users = [
+        "INSERT INTO users (id, username, username_key, email, email_key, password_hash,"
+        f" date_joined) VALUES ({n}, 'u{n}', 'u{n}', 'u{n}@e.com', 'u{n}@e.com', 'x', 0)"
+        for n in (1, 2)
+    ]
+    messages = [
+        "INSERT INTO messages (id, sender_id, recipient_id, body, sent_at, recipient_seq,"
+        f" peer_lo, peer_hi) VALUES ({i}, 1, 2, '{body}', 0, {i}, 1, 2)"
+        for i, body in ((1, "Old Kettle"), (2, "new kettles"))
+    ]
+    key = (
+        "INSERT INTO idempotency_keys (sender_id, key, request_hash, status, response,"
+        """ created_at) VALUES (1, 'k', 'h', 201, '{"id": 2, "message": "new kettles"}', 0)"""
+    )
+    execute_all(url, [*users, *messages, key])
+
+    upgrade(url)
+
+    assert query_database(url, "SELECT message_id FROM idempotency_keys") == [(2,)]
+    app = create_app(Settings(database_url=url))
+    with TestClient(app) as client:
+        token = _token_for(client, url, user_id=2)
+        r = client.get("/api/v1/chats/?q=kettle", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        assert [m["id"] for m in r.json()["messages"]] == [2, 1]
+        r = client.get("/api/v1/chats/?q=old", headers={"Authorization": f"Bearer {token}"})
+        assert [m["id"] for m in r.json()["messages"]] == [1]
+
+
+def _token_for(client: TestClient, database_url: str, user_id: int) -> str:  # type: ignore[type-arg]
+    """A Bearer token for a user inserted without a password, written straight to the
+    database (the token table stores its hash)."""
+    token = f"migration-test-token-{user_id}"
+    execute_all(
+        database_url,
+        [
+            "INSERT INTO tokens (user_id, token_hash, created_at)"
+            f" VALUES ({user_id}, '{auth.token_hash(token)}', 0)"
+        ],
+    )
+    return token
 
 
 def execute_all(database_url: str, statements: list[str]) -> None:
