@@ -256,10 +256,12 @@ class MessageOut(msgspec.Struct):
     message: str | None
     sent_at: datetime
     received_at: datetime | None
-    edited_at: datetime | None
-    deleted_at: datetime | None
+    # Defaults only for responses stored (Idempotency-Key) before these fields existed;
+    # every answer carries all three.
+    edited_at: datetime | None = None
+    deleted_at: datetime | None = None
     # the id of the message of this conversation it answers
-    reply_to: int | None
+    reply_to: int | None = None
 
 
 class PageMeta(msgspec.Struct):

@@ -3,12 +3,14 @@ existing data, and nodes migrating one database at once."""
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import subprocess
 import sys
 from contextlib import closing
 from pathlib import Path
 
+import msgspec
 import psycopg
 import pytest
 from litestar.testing import TestClient
@@ -16,6 +18,7 @@ from litestar.testing import TestClient
 from chatserver import auth
 from chatserver.app import create_app
 from chatserver.config import Settings
+from chatserver.db import now_us
 from chatserver.migrations import HEAD, alembic_config, upgrade
 from tests.helpers import query_database, run_cli
 
@@ -97,9 +100,16 @@ def test_migrating_an_existing_database_indexes_its_messages_for_search(
         f" peer_lo, peer_hi) VALUES ({i}, 1, 2, '{body}', 0, {i}, 1, 2)"
         for i, body in ((1, "Old Kettle"), (2, "new kettles"))
     ]
+    # A response stored before 0005, without edited_at, deleted_at and reply_to.
+    stored = (
+        '{"id":2,"sent_by":1,"received_by":2,"message":"new kettles",'
+        '"sent_at":"1970-01-01T00:00:00Z","received_at":null}'
+    )
+    request_hash = hashlib.sha256(msgspec.json.encode([2, "new kettles"])).hexdigest()
     key = (
         "INSERT INTO idempotency_keys (sender_id, key, request_hash, status, response,"
-        """ created_at) VALUES (1, 'k', 'h', 201, '{"id": 2, "message": "new kettles"}', 0)"""
+        # created now: the app's start forgets keys older than their time to live
+        f" created_at) VALUES (1, 'k', '{request_hash}', 201, '{stored}', {now_us()})"
     )
     execute_all(url, [*users, *messages, key])
 
@@ -114,6 +124,17 @@ def test_migrating_an_existing_database_indexes_its_messages_for_search(
         assert [m["id"] for m in r.json()["messages"]] == [2, 1]
         r = client.get("/api/v1/chats/?q=old", headers={"Authorization": f"Bearer {token}"})
         assert [m["id"] for m in r.json()["messages"]] == [1]
+        # The response stored before is answered, with the fields it did not have.
+        sender = {"Authorization": f"Bearer {_token_for(client, url, user_id=1)}"}
+        body = {"user_id": 2, "message": "new kettles"}
+        r = client.post("/api/v1/chats/", json=body, headers={**sender, "Idempotency-Key": "k"})
+        assert r.status_code == 201, r.text
+        assert r.json() == {
+            **msgspec.json.decode(stored),
+            "edited_at": None,
+            "deleted_at": None,
+            "reply_to": None,
+        }
 
 
 def _token_for(client: TestClient, database_url: str, user_id: int) -> str:  # type: ignore[type-arg]
