@@ -95,9 +95,8 @@ async def _search(
         raise InvalidInput(errors)
     q = store.SearchQuery(caller.user_id, words, query.with_)
     page = await actions.search_messages(services, q, query.page, query.page_size)
-    plain = f._replace(unread=False, before_id=None, after_id=None)
     return EncodedPage(
-        meta=_meta(plain, query, page.count, took_ms(request)),
+        meta=_meta(f, query, page.count, took_ms(request)),
         messages=[services.messages.json(m) for m in page.messages],
     )
 
