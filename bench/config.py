@@ -15,13 +15,25 @@ SCENARIOS = (
     "mixed",
     "login",
     "read",
+    "edit",
     "big-inbox",
+    "search",
     "conversations",
     "resume",
     "fanout",
     "in-process",
 )
-HTTP_SCENARIOS = ("send", "inbox", "conversation", "sync", "user", "mixed", "login", "read")
+HTTP_SCENARIOS = (
+    "send",
+    "inbox",
+    "conversation",
+    "sync",
+    "user",
+    "mixed",
+    "login",
+    "read",
+    "edit",
+)
 SOCKET_SCENARIOS = ("idle-sockets", "fanout")
 
 

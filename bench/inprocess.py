@@ -20,8 +20,10 @@ import asyncio
 import dataclasses
 import os
 import random
+import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,6 +182,12 @@ async def costs(
     if insert_db is not None:
         results["insert"] = await _insert_cost(insert_db, data, count, warmup)
     requests = Requests(data)
+    if insert_db is not None:
+        source = Path(sqlite_path(settings.database_url))
+        copy = insert_db.with_name("no-search-index.db")
+        results["send without search index"] = await _send_without_search(
+            source, copy, data, (count, warmup)
+        )
     async with app.lifespan():
         for route in ROUTES:
             calls = [requests.make(route) for _ in range(count)]
@@ -191,6 +199,24 @@ async def costs(
                 # received (that durable write is in the HTTP rows), whatever ran before.
                 results[route] = await measure(app, calls, calls)
     return results
+
+
+async def _send_without_search(
+    source: Path, copy: Path, data: BenchData, sizes: tuple[int, int]
+) -> Cost:
+    """The send on a copy of the database whose search index is not kept (its trigger
+    dropped): beside the send row, what keeping the FTS5 index costs a send."""
+    count, warmup = sizes
+    ceiling.copy_database(source, copy)
+    with closing(sqlite3.connect(copy)) as conn:
+        conn.execute("DROP TRIGGER messages_search_insert")
+        conn.commit()
+    requests = Requests(data, seed=3)
+    app = create_app(Settings(database_url=f"sqlite:///{copy}"))
+    async with app.lifespan():
+        calls = [requests.make("send") for _ in range(count)]
+        warm = [requests.make("send") for _ in range(warmup)]
+        return await measure(app, calls, warm, SEND_BATCH)
 
 
 async def _insert_cost(path: Path, data: BenchData, count: int, warmup: int) -> Cost:
@@ -209,6 +235,7 @@ LABELS = {
     "query": "Litestar route + one sqlite3 query",
     "insert": "Litestar route + one durable INSERT",
     "sync": "sync (4 new messages)",
+    "send without search index": "send, search index not kept (FTS5 trigger dropped)",
 }
 
 

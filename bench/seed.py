@@ -43,6 +43,7 @@ class BenchData:
     partners: list[list[int]]  # per user index: user ids they exchanged messages with
     after: list[int]  # per user index: an after_id a few messages before their latest
     message_ids: dict[int, list[int]] = field(default_factory=dict)  # user id -> message ids
+    sent: dict[int, list[int]] = field(default_factory=dict)  # user id -> ids of those they sent
     page_bytes: int = 0  # size of a 10-message inbox page
 
     def write_lua(self, dest: Path, users: Sequence[User] | None = None, **extra: Any) -> Path:
@@ -60,6 +61,11 @@ class BenchData:
             lines.extend(
                 "    {" + ",".join(str(p) for p in self.partners[index[u.id]]) + "},"
                 for u in chosen
+            )
+            lines.append("  },")
+            lines.append("  sent = {")
+            lines.extend(
+                "    {" + ",".join(str(m) for m in self.sent.get(u.id, ())) + "}," for u in chosen
             )
             lines.append("  },")
         for key, value in extra.items():
@@ -177,6 +183,7 @@ async def seed(server: ChatServer, users: int, messages_per_user: int, partners:
     ]
     t1 = time.monotonic()
     message_ids: dict[int, list[int]] = {u.id: [] for u in people}
+    sent: dict[int, list[int]] = {u.id: [] for u in people}
     async with client(server) as http:
 
         async def one(i: int, m: int) -> None:
@@ -184,6 +191,7 @@ async def seed(server: ChatServer, users: int, messages_per_user: int, partners:
             mid = await send(http, sender, recipient.id, f"seed message {m} from {sender.username}")
             message_ids[sender.id].append(mid)
             message_ids[recipient.id].append(mid)
+            sent[sender.id].append(mid)
 
         await gather_limited(
             32, [partial(one, i, m) for m in range(messages_per_user) for i in range(n)]
@@ -201,6 +209,7 @@ async def seed(server: ChatServer, users: int, messages_per_user: int, partners:
         partners=partner_ids,
         after=after,
         message_ids=message_ids,
+        sent=sent,
         page_bytes=len(page.content),
     )
 

@@ -3,18 +3,22 @@ existing data, and nodes migrating one database at once."""
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import subprocess
 import sys
 from contextlib import closing
 from pathlib import Path
 
+import msgspec
 import psycopg
 import pytest
 from litestar.testing import TestClient
 
+from chatserver import auth
 from chatserver.app import create_app
 from chatserver.config import Settings
+from chatserver.db import now_us
 from chatserver.migrations import HEAD, alembic_config, upgrade
 from tests.helpers import query_database, run_cli
 
@@ -74,50 +78,77 @@ def test_migrating_an_existing_database_numbers_its_conversations(
     assert [tuple(row) for row in numbered] == [(1, 1), (2, 2), (3, 1), (4, 3)]
 
 
-def test_0004_keeps_every_conversation_and_drops_the_pair_index(database_url: str) -> None:
-    """0004 rebuilds SQLite's conversations without a rowid and drops ix_messages_pair
-    on both engines; the rows are kept, down and up again."""
-    from alembic import command
-
-    upgrade(database_url, "0003")
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_migrating_an_existing_database_indexes_its_messages_for_search(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """0005 indexes the stored messages and notes which message each stored
+    Idempotency-Key response holds; search then finds them through the API."""
+    url = (
+        f"sqlite:///{tmp_path / 'chat.db'}"
+        if engine == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    upgrade(url, "0003")
     users = [
         "INSERT INTO users (id, username, username_key, email, email_key, password_hash,"
         f" date_joined) VALUES ({n}, 'u{n}', 'u{n}', 'u{n}@e.com', 'u{n}@e.com', 'x', 0)"
         for n in (1, 2)
     ]
-    rows = [(1, 2, 7, 3, 1, 6), (2, 1, 7, 4, 4, 0)]
-    conversations = [
-        "INSERT INTO conversations (user_id, peer_id, last_message_id, received_count,"
-        f" unread_count, last_read_id) VALUES {row}"
-        for row in rows
+    messages = [
+        "INSERT INTO messages (id, sender_id, recipient_id, body, sent_at, recipient_seq,"
+        f" peer_lo, peer_hi) VALUES ({i}, 1, 2, '{body}', 0, {i}, 1, 2)"
+        for i, body in ((1, "Old Kettle"), (2, "new kettles"))
     ]
-    execute_all(database_url, users + conversations)
-    select = (
-        "SELECT user_id, peer_id, last_message_id, received_count, unread_count, last_read_id"
-        " FROM conversations ORDER BY user_id"
+    # A response stored before 0005, without edited_at, deleted_at and reply_to.
+    stored = (
+        '{"id":2,"sent_by":1,"received_by":2,"message":"new kettles",'
+        '"sent_at":"1970-01-01T00:00:00Z","received_at":null}'
     )
-    for revision in ("head", "0003", "head"):
-        if revision == "head":
-            upgrade(database_url)
-        else:
-            command.downgrade(alembic_config(database_url), revision)
-        assert [tuple(row) for row in query_database(database_url, select)] == rows
-        indexes = index_names(database_url, "messages")
-        assert ("ix_messages_pair" in indexes) == (revision == "0003")
-        assert "ix_conversations_latest" in index_names(database_url, "conversations")
-    if database_url.startswith("sqlite"):
-        (sql,) = query_database(
-            database_url, "SELECT sql FROM sqlite_master WHERE name = 'conversations'"
-        )
-        assert "WITHOUT ROWID" in sql[0]
+    request_hash = hashlib.sha256(msgspec.json.encode([2, "new kettles"])).hexdigest()
+    key = (
+        "INSERT INTO idempotency_keys (sender_id, key, request_hash, status, response,"
+        # created now: the app's start forgets keys older than their time to live
+        f" created_at) VALUES (1, 'k', '{request_hash}', 201, '{stored}', {now_us()})"
+    )
+    execute_all(url, [*users, *messages, key])
+
+    upgrade(url)
+
+    assert query_database(url, "SELECT message_id FROM idempotency_keys") == [(2,)]
+    app = create_app(Settings(database_url=url))
+    with TestClient(app) as client:
+        token = _token_for(client, url, user_id=2)
+        r = client.get("/api/v1/chats/?q=kettle", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        assert [m["id"] for m in r.json()["messages"]] == [2, 1]
+        r = client.get("/api/v1/chats/?q=old", headers={"Authorization": f"Bearer {token}"})
+        assert [m["id"] for m in r.json()["messages"]] == [1]
+        # The response stored before is answered, with the fields it did not have.
+        sender = {"Authorization": f"Bearer {_token_for(client, url, user_id=1)}"}
+        body = {"user_id": 2, "message": "new kettles"}
+        r = client.post("/api/v1/chats/", json=body, headers={**sender, "Idempotency-Key": "k"})
+        assert r.status_code == 201, r.text
+        assert r.json() == {
+            **msgspec.json.decode(stored),
+            "edited_at": None,
+            "deleted_at": None,
+            "reply_to": None,
+        }
 
 
-def index_names(database_url: str, table: str) -> set[str]:
-    if database_url.startswith("sqlite"):
-        sql = f"SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = '{table}'"
-    else:
-        sql = f"SELECT indexname FROM pg_indexes WHERE tablename = '{table}'"
-    return {row[0] for row in query_database(database_url, sql)}
+def _token_for(client: TestClient, database_url: str, user_id: int) -> str:  # type: ignore[type-arg]
+    """A Bearer token for a user inserted without a password, written straight to the
+    database (the token table stores its hash)."""
+    token = f"migration-test-token-{user_id}"
+    execute_all(
+        database_url,
+        [
+            "INSERT INTO tokens (user_id, token_hash, created_at)"
+            f" VALUES ({user_id}, '{auth.token_hash(token)}', 0)"
+        ],
+    )
+    return token
 
 
 def execute_all(database_url: str, statements: list[str]) -> None:
@@ -230,3 +261,49 @@ def test_nodes_migrating_a_fresh_postgresql_at_once_both_succeed(postgres_url: s
     with closing(psycopg.connect(postgres_url)) as conn:
         (version,) = conn.execute("SELECT version_num FROM alembic_version").fetchone() or ("",)
     assert version == HEAD
+
+
+def test_0004_keeps_every_conversation_and_drops_the_pair_index(database_url: str) -> None:
+    """0004 rebuilds SQLite's conversations without a rowid and drops ix_messages_pair
+    on both engines; the rows are kept, down and up again."""
+    from alembic import command
+
+    upgrade(database_url, "0003")
+    users = [
+        "INSERT INTO users (id, username, username_key, email, email_key, password_hash,"
+        f" date_joined) VALUES ({n}, 'u{n}', 'u{n}', 'u{n}@e.com', 'u{n}@e.com', 'x', 0)"
+        for n in (1, 2)
+    ]
+    rows = [(1, 2, 7, 3, 1, 6), (2, 1, 7, 4, 4, 0)]
+    conversations = [
+        "INSERT INTO conversations (user_id, peer_id, last_message_id, received_count,"
+        f" unread_count, last_read_id) VALUES {row}"
+        for row in rows
+    ]
+    execute_all(database_url, users + conversations)
+    select = (
+        "SELECT user_id, peer_id, last_message_id, received_count, unread_count, last_read_id"
+        " FROM conversations ORDER BY user_id"
+    )
+    for revision in ("head", "0003", "head"):
+        if revision == "head":
+            upgrade(database_url)
+        else:
+            command.downgrade(alembic_config(database_url), revision)
+        assert [tuple(row) for row in query_database(database_url, select)] == rows
+        indexes = index_names(database_url, "messages")
+        assert ("ix_messages_pair" in indexes) == (revision == "0003")
+        assert "ix_conversations_latest" in index_names(database_url, "conversations")
+    if database_url.startswith("sqlite"):
+        (sql,) = query_database(
+            database_url, "SELECT sql FROM sqlite_master WHERE name = 'conversations'"
+        )
+        assert "WITHOUT ROWID" in sql[0]
+
+
+def index_names(database_url: str, table: str) -> set[str]:
+    if database_url.startswith("sqlite"):
+        sql = f"SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = '{table}'"
+    else:
+        sql = f"SELECT indexname FROM pg_indexes WHERE tablename = '{table}'"
+    return {row[0] for row in query_database(database_url, sql)}

@@ -409,3 +409,51 @@ async def test_workers_2_with_redis_deliver_across_workers(cluster: Cluster, wor
             sent = await api.send(bob, alice.id, "to every worker")
             for ws in streams:
                 assert await next_message(ws, within=CROSS_NODE_SECONDS) == sent
+
+
+async def test_edits_and_deletions_on_one_node_reach_streams_on_the_other(
+    cluster: Cluster,
+) -> None:
+    async with api_for(cluster.a) as on_a, api_for(cluster.b) as on_b:
+        alice, bob, warmer = await signup_many(on_a, 3)
+        async with (
+            ready_stream(on_b, cluster.b.ws_url, alice, warmer) as alice_on_b,
+            ready_stream(on_a, cluster.a.ws_url, bob, warmer) as bob_on_a,
+        ):
+            sent = await on_b.send(alice, bob.id, "frist")
+            assert (await next_message(bob_on_a, within=CROSS_NODE_SECONDS))["id"] == sent["id"]
+            assert (await next_message(alice_on_b, within=CROSS_NODE_SECONDS))["id"] == sent["id"]
+            r = await on_a.client.patch(
+                f"/api/v1/chats/{sent['id']}/", json={"message": "first"}, headers=alice.auth
+            )
+            assert r.status_code == 200, r.text
+            for ws in (alice_on_b, bob_on_a):
+                event = await next_event(ws, within=CROSS_NODE_SECONDS)
+                assert (event["type"], event["message"]) == ("edited", r.json())
+            r = await on_b.client.delete(f"/api/v1/chats/{sent['id']}/", headers=alice.auth)
+            assert r.status_code == 204
+            for ws in (alice_on_b, bob_on_a):
+                event = await next_event(ws, within=CROSS_NODE_SECONDS)
+                assert (event["type"], event["message_id"]) == ("deleted", sent["id"])
+
+
+async def test_a_message_cached_on_one_node_is_evicted_by_an_edit_on_the_other(
+    cluster: Cluster,
+) -> None:
+    async with api_for(cluster.a) as on_a, api_for(cluster.b) as on_b:
+        alice, bob = await signup_many(on_a, 2)
+        sent = await on_a.send(alice, bob.id, "cached words")
+        for _ in range(2):  # received, then served from node B's cache of received messages
+            assert (await on_b.inbox(bob))["messages"][0]["message"] == "cached words"
+        r = await on_a.client.patch(
+            f"/api/v1/chats/{sent['id']}/", json={"message": "new words"}, headers=alice.auth
+        )
+        assert r.status_code == 200
+
+        async def shows(text: str | None) -> bool:
+            return bool((await on_b.inbox(bob))["messages"][0]["message"] == text)
+
+        await wait_until(lambda: shows("new words"), CROSS_NODE_SECONDS, "the edit on node B")
+        r = await on_a.client.delete(f"/api/v1/chats/{sent['id']}/", headers=alice.auth)
+        assert r.status_code == 204
+        await wait_until(lambda: shows(None), CROSS_NODE_SECONDS, "the tombstone on node B")

@@ -58,7 +58,11 @@ def test_openapi_documents_every_route_and_response(
     ("path", "method", "parameters"),
     [
         ("/api/v1/users/", "get", {"user_id", "username"}),
-        ("/api/v1/chats/", "get", {"page", "page_size", "with", "unread", "before_id", "after_id"}),
+        (
+            "/api/v1/chats/",
+            "get",
+            {"page", "page_size", "with", "unread", "before_id", "after_id", "q"},
+        ),
         ("/api/v1/chats/", "post", {"Idempotency-Key"}),
     ],
 )
@@ -70,22 +74,38 @@ def test_openapi_documents_the_parameters(
 
 
 @pytest.mark.parametrize(
-    ("path", "fields"),
+    ("path", "method", "fields", "optional"),
     [
-        ("/api/v1/users/", ["username", "email", "password"]),
-        ("/api/v1/auth/token/", ["username", "password"]),
-        ("/api/v1/chats/", ["user_id", "message"]),
+        ("/api/v1/users/", "post", ["username", "email", "password"], []),
+        ("/api/v1/auth/token/", "post", ["username", "password"], []),
+        ("/api/v1/chats/", "post", ["user_id", "message"], ["reply_to"]),
+        ("/api/v1/chats/{id}/", "patch", ["message"], []),
     ],
 )
 def test_openapi_documents_the_request_bodies(
-    openapi: dict[str, Any], path: str, fields: list[str]
+    openapi: dict[str, Any], path: str, method: str, fields: list[str], optional: list[str]
 ) -> None:
-    body = operation(openapi, path, "post")["requestBody"]
+    body = operation(openapi, path, method)["requestBody"]
     assert body["required"] is True
     content = body["content"]["application/json"]
     assert content["schema"]["required"] == fields
-    assert set(content["schema"]["properties"]) == set(fields)
+    assert set(content["schema"]["properties"]) == {*fields, *optional}
     assert content["examples"], "an example body"
+
+
+@pytest.mark.parametrize(
+    ("method", "statuses"),
+    [("patch", {"200", "400", "401", "403", "404", "409"}), ("delete", {"204", "403", "404"})],
+)
+def test_openapi_documents_editing_and_deleting_messages(
+    openapi: dict[str, Any], method: str, statuses: set[str]
+) -> None:
+    documented = operation(openapi, "/api/v1/chats/{id}/", method)
+    assert set(documented["responses"]) >= statuses
+    assert documented["summary"]
+    description = openapi["info"]["description"]
+    for event in ('"type": "edited"', '"type": "deleted"'):
+        assert event in description
 
 
 @pytest.mark.parametrize(
