@@ -13,7 +13,7 @@ from litestar.channels.backends.memory import MemoryChannelsBackend
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from chatserver import actions
-from chatserver.api import chats, conversations, events, health, stream, tokens, users
+from chatserver.api import blocks, chats, conversations, events, health, stream, tokens, users
 from chatserver.api.openapi import openapi_config
 from chatserver.auth import TokenCache
 from chatserver.broker import BoundedSubscriber, ChatChannels, ChatRedisBackend
@@ -26,6 +26,7 @@ from chatserver.middleware import RequestContext
 from chatserver.presence import LocalPresence, RedisPresence
 from chatserver.problems import EXCEPTION_HANDLERS
 from chatserver.services import Services
+from chatserver.typing_relay import TypingWindow
 
 log = logging.getLogger("chatserver")
 
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> Litestar:
         tokens.router,
         chats.router,
         conversations.router,
+        blocks.router,
         *stream.HANDLERS,
         *events.HANDLERS,
         *health.HANDLERS,
@@ -90,11 +92,12 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     last_seen = LastSeen(db, settings.last_seen_resolution_seconds)
     last_seen.start()
     stack.push_async_callback(last_seen.stop)
-    hub = Hub(channels, presence, token_cache, last_seen)
+    hub = Hub(channels, presence, token_cache, last_seen, db, settings.presence_grace_seconds)
     await hub.start()
     stack.push_async_callback(hub.stop)
     events = Events(channels, channels.may_have_listeners)
-    services = Services(settings, db, events, token_cache, hub, last_seen)
+    typing = TypingWindow(redis)
+    services = Services(settings, db, events, token_cache, hub, last_seen, typing)
     purge = asyncio.create_task(_purge_expired(services))
     stack.callback(purge.cancel)
     return services

@@ -109,6 +109,38 @@ def render(row: store.EventRow) -> bytes | None:
 MESSAGE, RECEIVED, READ = "message", "received", "read"
 
 
+# Ephemeral events: no position, never stored, never replayed (a stream that was not open
+# when one happened does not get it).
+
+
+class TypingEvent(msgspec.Struct, tag="typing", tag_field="type"):
+    """``user_id`` is typing to me; show it for 5 seconds unless another one comes."""
+
+    user_id: int
+
+
+class PresenceEvent(msgspec.Struct, tag="presence", tag_field="type"):
+    """``user_id`` came online (their first stream opened) or went offline (their last
+    one closed a grace period ago)."""
+
+    user_id: int
+    online: bool
+    last_seen_at: datetime | None
+
+
+class PresenceNotice(msgspec.Struct, tag="presence-notice", tag_field="type"):
+    """Node to node, on the control channel: deliver a presence event to the streams of
+    ``audience`` held here. One broker message per change, however many peers."""
+
+    user_id: int
+    online: bool
+    last_seen_at: int | None  # µs
+    audience: list[int]
+
+    def event(self) -> bytes:
+        return _encode(PresenceEvent(self.user_id, self.online, to_datetime(self.last_seen_at)))
+
+
 class RevokeEvent(msgspec.Struct, tag="revoke", tag_field="type"):
     """A token (or, with token_hash None, every token) of a user stopped being valid."""
 
@@ -158,6 +190,14 @@ class Events:
         assert when is not None
         for user_id, pos in positions.items():
             self.publish(user_id, _encode(ReadEvent(pos, by, of, up_to_id, when)))
+
+    def publish_typing(self, user_id: int, to: int) -> None:
+        """``user_id`` is typing to ``to`` (ephemeral: not stored)."""
+        self.publish(to, _encode(TypingEvent(user_id)))
+
+    def publish_presence(self, notice: PresenceNotice) -> None:
+        """A presence change, to every node (each delivers to the audience it holds)."""
+        self.channels.publish(_encode(notice), CONTROL_CHANNEL)
 
     def revoke_token(self, user_id: int, token_hash: str) -> None:
         self.channels.publish(_encode(RevokeEvent(user_id, token_hash)), CONTROL_CHANNEL)
