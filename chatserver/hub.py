@@ -25,7 +25,7 @@ from litestar.channels import ChannelsPlugin
 
 from chatserver import store
 from chatserver.auth import TokenCache
-from chatserver.db import Database
+from chatserver.db import Database, now_us
 from chatserver.events import CONTROL_CHANNEL, PresenceNotice, RevokeEvent, user_channel
 from chatserver.lastseen import LastSeen
 from chatserver.presence import Presence
@@ -151,7 +151,8 @@ class Hub:
                 audience = await store.presence_audience(conn, user_id)
         if user is None or not audience:
             return
-        seen = None if hide else user.last_seen_at
+        # Online: seen now. Offline: the close, written within last_seen's resolution.
+        seen = None if hide else now_us() if online else user.last_seen_at
         notice = PresenceNotice(user_id, online and not hide, seen, audience)
         self._channels.publish(_encode(notice), CONTROL_CHANNEL)
 

@@ -23,13 +23,14 @@ from chatserver.services import Services
 from chatserver.store import MessageFilter
 
 
-@route.post("/", status_code=201, errors=(404, 422))
+@route.post("/", status_code=201, errors=(403, 404, 422))
 async def send_message(
     services: Services, caller: Caller, headers: SendHeaders, body: NewMessage
 ) -> MessageOut:
     """Send a message to a user; durable when the 201 arrives.
 
-    With an Idempotency-Key, a repeat of the same request returns the first message."""
+    With an Idempotency-Key, a repeat of the same request returns the first message.
+    403 when the recipient blocks you (nothing is stored)."""
     sent = await actions.send_message(services, caller.user_id, body, headers.idempotency_key)
     return sent.message
 
