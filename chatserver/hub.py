@@ -21,10 +21,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import msgspec
-from litestar.channels import ChannelsPlugin
 
 from chatserver import store
 from chatserver.auth import TokenCache
+from chatserver.broker import ChatChannels
 from chatserver.db import Database, now_us
 from chatserver.events import CONTROL_CHANNEL, PresenceNotice, RevokeEvent, user_channel
 from chatserver.lastseen import LastSeen
@@ -58,7 +58,7 @@ class StreamHandle:
 class Hub:
     def __init__(
         self,
-        channels: ChannelsPlugin,
+        channels: ChatChannels,
         presence: Presence,
         tokens: TokenCache,
         last_seen: LastSeen,
@@ -75,6 +75,7 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._offline_checks: dict[int, asyncio.TimerHandle] = {}
         self._announcing: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     async def start(self) -> None:
         subscriber = await self._channels.subscribe([CONTROL_CHANNEL])
@@ -84,6 +85,7 @@ class Hub:
         ]
 
     async def stop(self) -> None:
+        self._stopping = True  # streams closing from now on are not checked for offline
         for timer in self._offline_checks.values():
             timer.cancel()  # another node (or the expiry sweep) announces these
         for task in [*self._tasks, *self._announcing]:
@@ -118,6 +120,8 @@ class Hub:
 
     def _check_offline_later(self, user_id: int) -> None:
         """After the grace period, announce the user offline if no stream opened since."""
+        if self._stopping:
+            return  # with Redis, another node's expiry sweep announces them
         if (earlier := self._offline_checks.pop(user_id, None)) is not None:
             earlier.cancel()
 
@@ -162,7 +166,7 @@ class Hub:
         for peer_id in notice.audience:
             if peer_id in self._streams:
                 payload = payload or notice.event()
-                self._channels.deliver_here(payload, user_channel(peer_id))  # type: ignore[attr-defined]
+                self._channels.deliver_here(payload, user_channel(peer_id))
 
     def revoke(self, event: RevokeEvent) -> None:
         """Apply a revocation on this node: evict cached tokens, close the affected streams."""

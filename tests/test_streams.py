@@ -27,7 +27,16 @@ from redis.asyncio import Redis
 
 from chatserver.auth import TokenCache
 from chatserver.db import Database, open_database
-from chatserver.events import Events, MessageEvent, ReadEvent, ReceivedEvent, user_channel
+from chatserver.events import (
+    Events,
+    MessageEvent,
+    PresenceEvent,
+    PresenceNotice,
+    ReadEvent,
+    ReceivedEvent,
+    TypingEvent,
+    user_channel,
+)
 from chatserver.hub import CLOSE_REVOKED, Hub, StreamHandle
 from chatserver.lastseen import LastSeen
 from chatserver.migrations import upgrade
@@ -365,4 +374,41 @@ async def test_a_revocation_closes_the_matching_streams_on_every_node(
         for handle in (revoked, kept, other_user):
             await hub.close(handle)
     finally:
+        await hub.stop()
+
+
+# ------------------------------------------------------------------ ephemeral events (hub)
+
+
+async def test_a_presence_notice_reaches_its_audience_streaming_on_another_node(
+    nodes: Nodes, db: Database
+) -> None:
+    hub = Hub(nodes.subscriber, LocalPresence(), TokenCache(60), LastSeen(db, 60), db, 3.0)
+    await hub.start()
+    handles = [StreamHandle(ALICE, None), StreamHandle(BOB, None)]
+    try:
+        async with (
+            subscription(nodes.subscriber, ALICE) as alice,
+            subscription(nodes.subscriber, BOB) as bob,
+        ):
+            for handle in handles:
+                await hub.open(handle)
+            at_us = 1_714_564_800_000_000
+            # One notice for the whole audience (99 streams nowhere), from the other node.
+            Events(nodes.publisher).publish_presence(
+                PresenceNotice(CAROL, False, at_us, [ALICE, 99])
+            )
+            decode = msgspec.json.Decoder(PresenceEvent).decode
+            at = datetime.fromtimestamp(at_us / 1e6, UTC)
+            payload = await next_payload(alice)
+            assert decode(payload) == PresenceEvent(CAROL, False, at)
+            assert b'"pos"' not in payload  # ephemeral
+            # Bob is not in the audience: what is published to him next comes first.
+            Events(nodes.publisher).publish_typing(CAROL, BOB)
+            assert msgspec.json.decode(await next_payload(bob), type=TypingEvent) == TypingEvent(
+                CAROL
+            )
+    finally:
+        for handle in handles:
+            await hub.close(handle)
         await hub.stop()
