@@ -26,6 +26,7 @@ from tests.realtime_helpers import (
     LiveServer,
     before_marker,
     next_event,
+    open_sse,
     open_stream,
     presence_of,
     ready_stream,
@@ -99,6 +100,21 @@ async def test_typing_is_relayed_once_per_window_without_a_position(
             assert (await typing(api, alice, bob.id)).status_code == 204
             relayed = await before_marker(api, bob_ws, warmer, bob, "typing")
         assert relayed == [{"type": "typing", "user_id": alice.id}]
+
+
+async def test_typing_over_sse_has_no_id_so_resuming_is_unchanged(
+    api: Api, users: list[User]
+) -> None:
+    alice, bob, _, warmer = users
+    await api.send(alice, bob.id, "hi")
+    warm = await api.send(warmer, bob.id, "warm-up")
+    async with open_sse(api.client, bob, after_id=warm["id"] - 1) as sse:
+        position, _ = await sse.message()  # the stream is live
+        assert (await typing(api, alice, bob.id)).status_code == 204
+        event = await sse.next()
+        assert event.json() == {"type": "typing", "user_id": alice.id}
+        assert event.id is None  # Last-Event-ID stays at the last position
+        assert position is not None
 
 
 async def test_the_websocket_typing_frame_relays_and_reports_errors(
