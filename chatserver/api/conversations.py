@@ -22,6 +22,7 @@ from chatserver.schemas import (
     ConversationsQuery,
     PeerPath,
     ReadMark,
+    UserOut,
 )
 from chatserver.services import Services
 from chatserver.typing_relay import relay_typing
@@ -97,26 +98,14 @@ async def _conversations_out(
 ) -> list[ConversationOut]:
     """The rows as the viewer sees them: three statements for any page (users, who of them
     block the viewer, messages)."""
-    users = {u.id: u for u in await store.get_users(conn, [r.peer_id for r in rows])}
-    hidden = await store.blockers_among(conn, viewer_id, [u for u in users if u != viewer_id])
+    users = await store.get_users(conn, [r.peer_id for r in rows])
+    hidden = await store.blockers_among(conn, viewer_id, [u.id for u in users if u.id != viewer_id])
     messages = {m.id: m for m in await store.get_messages(conn, [r.last_message_id for r in rows])}
-    presence = services.hub.presence
-    shown = [user_id for user_id in users if user_id not in hidden]
-    online = await asyncio.gather(*(presence.online(user_id) for user_id in shown))
-    online_by_id = dict(zip(shown, online, strict=True))
+    peers = await _peers_out(services, viewer_id, users, hidden)
     return [
         ConversationOut(
             user_id=row.peer_id,
-            user=(
-                user_out(
-                    users[row.peer_id],
-                    viewer_id,
-                    online_by_id.get(row.peer_id, False),
-                    hidden=row.peer_id in hidden,
-                )
-                if row.peer_id in users
-                else None
-            ),
+            user=peers.get(row.peer_id),
             last_message=message_out(messages[row.last_message_id]),
             unread_count=row.unread_count,
             last_read_id=row.last_read_id,
@@ -125,6 +114,21 @@ async def _conversations_out(
         for row in rows
         if row.last_message_id in messages
     ]
+
+
+async def _peers_out(
+    services: Services, viewer_id: int, users: list[store.UserRow], hidden: set[int]
+) -> dict[int, UserOut]:
+    """Each user as the viewer sees them; presence asked only for those not hiding it."""
+    shown = [user for user in users if user.id not in hidden]
+    presence = services.hub.presence
+    online = await asyncio.gather(*(presence.online(user.id) for user in shown))
+    peers = {user.id: user_out(user, viewer_id, False, hidden=True) for user in users}
+    peers.update(
+        (user.id, user_out(user, viewer_id, is_online))
+        for user, is_online in zip(shown, online, strict=True)
+    )
+    return peers
 
 
 HANDLERS = [list_conversations, get_conversation, mark_read, typing]

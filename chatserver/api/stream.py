@@ -241,7 +241,7 @@ class Sender:
 
 
 async def _read_frames(socket: WebSocket[Any, Any, Any], user_id: int) -> int | None:
-    """Relay typing frames, answer other client frames with an error event; return 1009
+    """Handle client frames (typing), answering bad ones with an error event; return 1009
     for an oversized frame."""
     services = services_of(socket)
     while True:
@@ -252,16 +252,22 @@ async def _read_frames(socket: WebSocket[Any, Any, Any], user_id: int) -> int | 
         size = len(data.encode() if isinstance(data, str) else data)
         if size > MAX_FRAME_BYTES:
             return CLOSE_TOO_BIG
-        try:
-            frame = _decode_frame(data)
-            if isinstance(frame, TypingFrame):
-                await relay_typing(services, user_id, frame.to)
-            continue  # a repeated auth frame is harmless
-        except ChatError as exc:
-            error = error_event(exc.code, exc.detail)
-        except msgspec.DecodeError as exc:
-            error = error_event("unsupported-frame", _frame_problem(data, exc))
-        await socket.send_data(error)
+        if (error := await _handle_frame(services, user_id, data)) is not None:
+            await socket.send_data(error)
+
+
+async def _handle_frame(services: Services, user_id: int, data: str | bytes) -> str | None:
+    """Relay a typing frame (a repeated auth frame is harmless); the error event to answer
+    anything else with, or None."""
+    try:
+        frame = _decode_frame(data)
+        if isinstance(frame, TypingFrame):
+            await relay_typing(services, user_id, frame.to)
+    except ChatError as exc:
+        return error_event(exc.code, exc.detail)
+    except msgspec.DecodeError as exc:
+        return error_event("unsupported-frame", _frame_problem(data, exc))
+    return None
 
 
 def _frame_problem(data: str | bytes, exc: msgspec.DecodeError) -> str:
