@@ -16,7 +16,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import ceiling, conversations, inprocess, report, resume, scenarios, search, seed
+from bench import (
+    ceiling,
+    conversations,
+    inprocess,
+    presence,
+    report,
+    resume,
+    scenarios,
+    search,
+    seed,
+)
 from bench.config import HTTP_SCENARIOS, SCENARIOS, SOCKET_SCENARIOS, Options
 from bench.report import Row
 from bench.server import CeilingServer, ChatServer, ServerEnv
@@ -31,6 +41,7 @@ OTHER_SCENARIOS: dict[str, Callable[[scenarios.Context], list[Row]]] = {
     "search": search.scenario,
     "conversations": conversations.scenario,
     "resume": resume.scenario,
+    "presence": presence.scenario,
     "idle-sockets": scenarios.idle_sockets,
     "fanout": scenarios.fanout,
     "in-process": inprocess.scenario,

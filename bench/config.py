@@ -20,6 +20,7 @@ SCENARIOS = (
     "search",
     "conversations",
     "resume",
+    "presence",
     "fanout",
     "in-process",
 )
@@ -83,6 +84,9 @@ class Sizes:
     conversations_big: int  # conversations of the big user (the small one has 10)
     resume_behind: int  # events a resuming stream is behind
     resume_repeats: int
+    presence_conversations: int  # conversations of the user who connects and disconnects
+    presence_watchers: int  # of their peers, how many stream
+    presence_cycles: int
     ceiling_connections: int = 64
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -112,6 +116,9 @@ FULL = Sizes(
     conversations_big=10_000,
     resume_behind=1000,
     resume_repeats=20,
+    presence_conversations=5000,
+    presence_watchers=50,
+    presence_cycles=10,
 )
 
 QUICK = Sizes(
@@ -139,8 +146,12 @@ QUICK = Sizes(
     conversations_big=1000,
     resume_behind=1000,
     resume_repeats=5,
+    presence_conversations=500,
+    presence_watchers=5,
+    presence_cycles=3,
     notes=(
         "quick mode: 50 users, 2 s runs, big-inbox at 20,000 messages, 1,000 conversations, "
+        "presence at 500 conversations, "
         "fan-out at 200 sockets, idle sockets at 1,000; numbers are indicative, the point is "
         "zero errors",
     ),

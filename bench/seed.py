@@ -230,9 +230,13 @@ async def sync_cursors(
     return [[ids[n] if len(ids) > n else 0 for ids in newest] for n in behind]
 
 
-def bulk_load(server: ChatServer, sender: int, recipient: int, count: int) -> float:
-    """The server's documented bulk loader; returns seconds taken."""
+def bulk_load(
+    server: ChatServer, sender: int, recipient: int, count: int, last_sender: int | None = None
+) -> float:
+    """The server's documented bulk loader (from each user ``sender``…``last_sender``);
+    returns seconds taken."""
     t0 = time.monotonic()
+    many = [] if last_sender is None else ["--last-sender", str(last_sender)]
     out = subprocess.run(
         [
             *chatserver_command(),
@@ -243,6 +247,7 @@ def bulk_load(server: ChatServer, sender: int, recipient: int, count: int) -> fl
             str(recipient),
             "--count",
             str(count),
+            *many,
         ],
         env=server.env,
         cwd=server.workdir,

@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     bulk.add_argument("--sender", type=int, required=True, help="sending user id")
     bulk.add_argument("--recipient", type=int, required=True, help="receiving user id")
     bulk.add_argument("--count", type=int, required=True, help="how many messages")
+    bulk.add_argument(
+        "--last-sender",
+        type=int,
+        help="every user from --sender to this id sends --count messages (many conversations)",
+    )
     add_setting_flags(bulk)
     return parser
 
@@ -90,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log_level)
         check_sqlite_folder(settings)
         if args.command == "bulk-load":
-            return _bulk_load(settings, args.sender, args.recipient, args.count)
+            senders = range(args.sender, (args.last_sender or args.sender) + 1)
+            return _bulk_load(settings, senders, args.recipient, args.count)
         if args.command == "serve":
             check_redis(settings)
         _migrate(settings)
@@ -220,8 +226,11 @@ def server_command(settings: Settings) -> list[str]:
     ]
 
 
-def _bulk_load(settings: Settings, sender: int, recipient: int, count: int) -> int:
-    from chatserver.bulk import bulk_load
+def _bulk_load(settings: Settings, senders: range, recipient: int, count: int) -> int:
+    from chatserver.bulk import bulk_load, bulk_load_senders
 
-    asyncio.run(bulk_load(settings, sender, recipient, count))
+    if len(senders) == 1:
+        asyncio.run(bulk_load(settings, senders[0], recipient, count))
+    else:
+        asyncio.run(bulk_load_senders(settings, senders, recipient, count))
     return 0

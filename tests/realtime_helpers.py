@@ -251,6 +251,43 @@ async def ready_stream(
         yield ws
 
 
+# ------------------------------------------------------------------ ephemeral events
+# Whether something was *not* delivered is checked with a marker: a message sent afterwards
+# arrives after anything published before it, so the events before it are all there were.
+
+
+async def until(
+    ws: ClientConnection, wanted: Callable[[dict[str, Any]], bool], within: float = TIMEOUT
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The next event ``wanted`` says yes to, and the events before it."""
+    deadline = time.monotonic() + within
+    before = []
+    while not wanted(event := await next_event(ws, max(deadline - time.monotonic(), 0.001))):
+        before.append(event)
+    return event, before
+
+
+async def before_marker(
+    api: Api, ws: ClientConnection, sender: User, to: User, kind: str
+) -> list[dict[str, Any]]:
+    """Send ``to`` a marker message; the events of type ``kind`` its stream got before it."""
+    marker = await api.send(sender, to.id, "marker")
+    _, before = await until(ws, lambda e: e.get("message", {}).get("id") == marker["id"])
+    return [e for e in before if e["type"] == kind]
+
+
+async def send_frame_and_wait(ws: ClientConnection, frame: dict[str, Any]) -> None:
+    """Send a frame, then one the server answers with an error event: frames are read in
+    order, so once that answer is here the first frame was handled."""
+    await ws.send(json.dumps(frame))
+    await ws.send(json.dumps({"type": "sync"}))
+    await until(ws, lambda e: e["type"] == "error")
+
+
+def presence_of(user: User) -> Callable[[dict[str, Any]], bool]:
+    return lambda e: e["type"] == "presence" and e["user_id"] == user.id
+
+
 # ------------------------------------------------------------------ Server-Sent Events
 
 

@@ -26,8 +26,17 @@ from litestar.channels.backends.memory import MemoryChannelsBackend
 from redis.asyncio import Redis
 
 from chatserver.auth import TokenCache
-from chatserver.db import open_database
-from chatserver.events import Events, MessageEvent, ReadEvent, ReceivedEvent, user_channel
+from chatserver.db import Database, open_database
+from chatserver.events import (
+    Events,
+    MessageEvent,
+    PresenceEvent,
+    PresenceNotice,
+    ReadEvent,
+    ReceivedEvent,
+    TypingEvent,
+    user_channel,
+)
 from chatserver.hub import CLOSE_REVOKED, Hub, StreamHandle
 from chatserver.lastseen import LastSeen
 from chatserver.migrations import upgrade
@@ -330,19 +339,19 @@ async def test_events_for_users_nobody_streams_are_not_published(nodes: Nodes) -
 
 
 @pytest.fixture
-async def last_seen(sqlite_url: str) -> AsyncIterator[LastSeen]:
+async def db(sqlite_url: str) -> AsyncIterator[Database]:
     await asyncio.to_thread(upgrade, sqlite_url)
-    db = await open_database(sqlite_url)
+    database = await open_database(sqlite_url)
     try:
-        yield LastSeen(db, 60)
+        yield database
     finally:
-        await db.close()
+        await database.close()
 
 
 async def test_a_revocation_closes_the_matching_streams_on_every_node(
-    nodes: Nodes, last_seen: LastSeen
+    nodes: Nodes, db: Database
 ) -> None:
-    hub = Hub(nodes.subscriber, LocalPresence(), TokenCache(60), last_seen)
+    hub = Hub(nodes.subscriber, LocalPresence(), TokenCache(60), LastSeen(db, 60), db, 3.0)
     await hub.start()
     try:
         # Subscribed after the hub's control channel on the same connection: once this
@@ -365,4 +374,41 @@ async def test_a_revocation_closes_the_matching_streams_on_every_node(
         for handle in (revoked, kept, other_user):
             await hub.close(handle)
     finally:
+        await hub.stop()
+
+
+# ------------------------------------------------------------------ ephemeral events (hub)
+
+
+async def test_a_presence_notice_reaches_its_audience_streaming_on_another_node(
+    nodes: Nodes, db: Database
+) -> None:
+    hub = Hub(nodes.subscriber, LocalPresence(), TokenCache(60), LastSeen(db, 60), db, 3.0)
+    await hub.start()
+    handles = [StreamHandle(ALICE, None), StreamHandle(BOB, None)]
+    try:
+        async with (
+            subscription(nodes.subscriber, ALICE) as alice,
+            subscription(nodes.subscriber, BOB) as bob,
+        ):
+            for handle in handles:
+                await hub.open(handle)
+            at_us = 1_714_564_800_000_000
+            # One notice for the whole audience (99 streams nowhere), from the other node.
+            Events(nodes.publisher).publish_presence(
+                PresenceNotice(CAROL, False, at_us, [ALICE, 99])
+            )
+            decode = msgspec.json.Decoder(PresenceEvent).decode
+            at = datetime.fromtimestamp(at_us / 1e6, UTC)
+            payload = await next_payload(alice)
+            assert decode(payload) == PresenceEvent(CAROL, False, at)
+            assert b'"pos"' not in payload  # ephemeral
+            # Bob is not in the audience: what is published to him next comes first.
+            Events(nodes.publisher).publish_typing(CAROL, BOB)
+            assert msgspec.json.decode(await next_payload(bob), type=TypingEvent) == TypingEvent(
+                CAROL
+            )
+    finally:
+        for handle in handles:
+            await hub.close(handle)
         await hub.stop()

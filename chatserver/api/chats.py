@@ -25,7 +25,7 @@ from chatserver.services import Services
 from chatserver.store import MessageFilter
 
 
-@route.post("/", status_code=201, errors=(404, 422))
+@route.post("/", status_code=201, errors=(403, 404, 422))
 async def send_message(
     services: Services, caller: Caller, headers: SendHeaders, body: NewMessage
 ) -> MessageOut:
@@ -33,7 +33,8 @@ async def send_message(
 
     ``reply_to``: the id of a message of this conversation it answers (400 otherwise, or
     when that message is deleted). With an Idempotency-Key, a repeat of the same request
-    returns the first message, as it is now (a tombstone once deleted)."""
+    returns the first message, as it is now (a tombstone once deleted). 403 when the
+    recipient blocks you (nothing is stored)."""
     sent = await actions.send_message(services, caller.user_id, body, headers.idempotency_key)
     return sent.message
 

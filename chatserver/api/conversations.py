@@ -22,8 +22,10 @@ from chatserver.schemas import (
     ConversationsQuery,
     PeerPath,
     ReadMark,
+    UserOut,
 )
 from chatserver.services import Services
+from chatserver.typing_relay import relay_typing
 from chatserver.views import message_out, user_out
 
 
@@ -72,6 +74,17 @@ async def mark_read(
         return await _conversation_out(services, conn, caller.user_id, row)
 
 
+@route.post("/{user_id:int}/typing", errors=(404,))
+async def typing(services: Services, caller: Caller, path: PeerPath) -> None:
+    """Tell that user I am typing (the WebSocket frame {"type": "typing", "to": id} too).
+
+    Their streams get an ephemeral ``{"type": "typing", "user_id": <me>}`` (no position,
+    not replayed; show it for 5 seconds unless repeated). At most one is relayed per pair
+    every 2 seconds: extra ones are accepted and dropped, as are those to yourself or to
+    someone who blocks you. 404 without a conversation with them (or no such user)."""
+    await relay_typing(services, caller.user_id, path.user_id)
+
+
 async def _conversation_out(
     services: Services, conn: Conn, viewer_id: int, row: store.ConversationRow
 ) -> ConversationOut:
@@ -83,20 +96,16 @@ async def _conversation_out(
 async def _conversations_out(
     services: Services, conn: Conn, viewer_id: int, rows: list[store.ConversationRow]
 ) -> list[ConversationOut]:
-    """The rows as the viewer sees them: two statements for any page (users, messages)."""
-    users = {u.id: u for u in await store.get_users(conn, [r.peer_id for r in rows])}
+    """The rows as the viewer sees them: three statements for any page (users, who of them
+    block the viewer, messages)."""
+    users = await store.get_users(conn, [r.peer_id for r in rows])
+    hidden = await store.blockers_among(conn, viewer_id, [u.id for u in users if u.id != viewer_id])
     messages = {m.id: m for m in await store.get_messages(conn, [r.last_message_id for r in rows])}
-    presence = services.hub.presence
-    online = await asyncio.gather(*(presence.online(user_id) for user_id in users))
-    online_by_id = dict(zip(users, online, strict=True))
+    peers = await _peers_out(services, viewer_id, users, hidden)
     return [
         ConversationOut(
             user_id=row.peer_id,
-            user=(
-                user_out(users[row.peer_id], viewer_id, online_by_id[row.peer_id])
-                if row.peer_id in users
-                else None
-            ),
+            user=peers.get(row.peer_id),
             last_message=message_out(messages[row.last_message_id]),
             unread_count=row.unread_count,
             last_read_id=row.last_read_id,
@@ -107,5 +116,20 @@ async def _conversations_out(
     ]
 
 
-HANDLERS = [list_conversations, get_conversation, mark_read]
+async def _peers_out(
+    services: Services, viewer_id: int, users: list[store.UserRow], hidden: set[int]
+) -> dict[int, UserOut]:
+    """Each user as the viewer sees them; presence asked only for those not hiding it."""
+    shown = [user for user in users if user.id not in hidden]
+    presence = services.hub.presence
+    online = await asyncio.gather(*(presence.online(user.id) for user in shown))
+    peers = {user.id: user_out(user, viewer_id, False, hidden=True) for user in users}
+    peers.update(
+        (user.id, user_out(user, viewer_id, is_online))
+        for user, is_online in zip(shown, online, strict=True)
+    )
+    return peers
+
+
+HANDLERS = [list_conversations, get_conversation, mark_read, typing]
 router = Router("/api/v1/conversations", route_handlers=HANDLERS, tags=["conversations"])

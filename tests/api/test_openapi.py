@@ -35,7 +35,11 @@ ROUTES = {
     ("/api/v1/users/", "delete"): {"204", "401"},
     ("/api/v1/auth/token/", "post"): {"200", "400", "401", "413", "415"},
     ("/api/v1/auth/token/", "delete"): {"204", "401"},
-    ("/api/v1/chats/", "post"): {"201", "400", "401", "404", "413", "415", "422"},
+    ("/api/v1/chats/", "post"): {"201", "400", "401", "403", "404", "413", "415", "422"},
+    ("/api/v1/blocks/", "get"): {"200", "401"},
+    ("/api/v1/blocks/{user_id}", "put"): {"204", "400", "401", "404"},
+    ("/api/v1/blocks/{user_id}", "delete"): {"204", "400", "401", "404"},
+    ("/api/v1/conversations/{user_id}/typing", "post"): {"204", "400", "401", "404"},
     ("/api/v1/chats/", "get"): {"200", "400", "401"},
     ("/healthz", "get"): {"200", "503"},
 }
@@ -43,6 +47,18 @@ ROUTES = {
 
 def test_openapi_is_version_3_1(openapi: dict[str, Any]) -> None:
     assert openapi["openapi"].startswith("3.1")
+
+
+def test_openapi_documents_blocks_and_the_ephemeral_events(openapi: dict[str, Any]) -> None:
+    listed = operation(openapi, "/api/v1/blocks/", "get")["responses"]["200"]
+    schema = listed["content"]["application/json"]["schema"]
+    assert schema["$ref"].endswith("/BlockList")
+    block_out = openapi["components"]["schemas"]["BlockOut"]
+    assert set(block_out["properties"]) == {"user_id", "since"}
+    description = openapi["info"]["description"]
+    for text in ('{"type": "typing", "user_id"', '{"type": "presence", "user_id"', "no `pos`"):
+        assert text in description
+    assert '{"type": "typing", "to": <user_id>}' in description
 
 
 @pytest.mark.parametrize(("path", "method"), list(ROUTES))
