@@ -62,6 +62,12 @@ async def delete_user(s: Services, user_id: int) -> None:
     s.events.revoke_user(user_id)
 
 
+async def check_writes(s: Services) -> None:
+    """Commit a write that changes nothing (the health check: can writes be made durable?)."""
+    async with s.db.transaction() as conn:
+        await store.rewrite_schema_version(conn)
+
+
 async def forget_expired_idempotency_keys(s: Services) -> int:
     """Delete Idempotency-Keys older than their time to live; how many went."""
     cutoff = now_us() - s.settings.idempotency_ttl_seconds * 1_000_000

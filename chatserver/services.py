@@ -10,6 +10,7 @@ from chatserver.db import Database, now_us
 from chatserver.events import Events
 from chatserver.hub import Hub
 from chatserver.lastseen import LastSeen
+from chatserver.ratelimit import RateLimiter
 from chatserver.views import MessageCache
 
 __all__ = ["Services", "now_us"]
@@ -23,4 +24,5 @@ class Services:
     tokens: TokenCache
     hub: Hub
     last_seen: LastSeen
+    limits: RateLimiter
     messages: MessageCache = field(default_factory=MessageCache)

@@ -34,6 +34,7 @@ from chatserver.store.events import (
     insert_events,
     list_events,
 )
+from chatserver.store.health import rewrite_schema_version
 from chatserver.store.idempotency import (
     StoredResponse,
     delete_idempotency_keys_before,
@@ -136,6 +137,7 @@ __all__ = [
     "note_fetch",
     "received_up_to",
     "reserve_received",
+    "rewrite_schema_version",
     "set_last_seen",
     "set_last_seen_each",
     "set_read_mark",
