@@ -21,9 +21,13 @@ class ServerEnv:
     workers: int
     log_level: str | None = None  # None: the server's default, as a user runs it
     server: str | None = None  # CHAT_SERVER; None: the default
+    # "on": the rate limits run (as by default) but far above what the bench sends, so they
+    # cost what they cost and never refuse; "off": CHAT_RATE_LIMITS=off.
+    rate_limits: str = "on"
 
     def environ(self) -> dict[str, str]:
         env = dict(os.environ)
+        env.update(self.limits())
         for name in ("CHAT_REDIS_URL", "CHAT_HOST", "CHAT_PORT", "CHAT_WORKERS", "CHAT_LOG_LEVEL"):
             env.pop(name, None)
         env.pop("CHAT_SERVER", None)
@@ -35,6 +39,17 @@ class ServerEnv:
         if self.redis_url:
             env["CHAT_REDIS_URL"] = self.redis_url
         return env
+
+    def limits(self) -> dict[str, str]:
+        if self.rate_limits == "off":
+            return {"CHAT_RATE_LIMITS": "off"}
+        high = {
+            f"CHAT_{rule}_{part}": str(10**9) for rule in UNREACHED for part in ("RATE", "BURST")
+        }
+        return {"CHAT_RATE_LIMITS": "on", **high, "CHAT_MAX_STREAMS_PER_USER": str(10**6)}
+
+
+UNREACHED = ("SEND", "READ", "SIGNUP", "TOKEN")
 
 
 class ChatServer(ServerProcess):
@@ -60,6 +75,8 @@ def ceiling_command(server_command: list[str], app: str, port: int) -> list[str]
             out += ["--port", str(port)]
         elif arg == "--factory":
             continue  # the ceiling apps are plain ASGI callables
+        elif arg == "--http":
+            next(args)  # our guarded protocol is our code: the ceilings run uvicorn's own
         elif arg.startswith("chatserver.asgi:"):
             out.append(f"bench.ceiling:{app}")
         else:

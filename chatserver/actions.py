@@ -12,7 +12,7 @@ import msgspec
 
 from chatserver import auth, store
 from chatserver.db import Conn, UniqueViolation
-from chatserver.errors import Conflict, IdempotencyMismatch, NotFound
+from chatserver.errors import Conflict, IdempotencyMismatch, NotFound, Unavailable
 from chatserver.events import MESSAGE, READ, RECEIVED
 from chatserver.schemas import Login, MessageOut, NewMessage, NewUser, check_new_user
 from chatserver.services import Services, now_us
@@ -63,7 +63,10 @@ async def delete_user(s: Services, user_id: int) -> None:
 
 
 async def check_writes(s: Services) -> None:
-    """Commit a write that changes nothing (the health check: can writes be made durable?)."""
+    """Raise Unavailable when writes are failing: a recent one failed, or one that changes
+    nothing cannot be committed now (the health check)."""
+    if s.db.write_health.failing():
+        raise Unavailable("A write failed a moment ago and none has succeeded since")
     async with s.db.transaction() as conn:
         await store.rewrite_schema_version(conn)
 

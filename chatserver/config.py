@@ -94,7 +94,9 @@ class Settings:
     header_timeout_seconds: float = setting(
         10.0, "time to receive a whole request head, however slowly it trickles in"
     )
-    keepalive_timeout_seconds: float = setting(5.0, "idle keep-alive connections are closed after")
+    keepalive_timeout_seconds: int = setting(
+        5, "idle keep-alive connections are closed after this many whole seconds"
+    )
     max_header_bytes: int = setting(
         32 * 1024, "request heads larger than this get 431 and the connection is closed"
     )

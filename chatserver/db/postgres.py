@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from chatserver.db.errors import translate_asyncpg_error
-from chatserver.db.interface import Conn, Row
+from chatserver.db.interface import Conn, Row, WriteHealth
 from chatserver.errors import CommitUnknown, Unavailable
 
 log = logging.getLogger("chatserver")
@@ -93,6 +93,7 @@ class PostgresDatabase:
     def __init__(self, pool: Any, dsn: str) -> None:
         self._pool = pool
         self._dsn = dsn
+        self.write_health = WriteHealth()
 
     @classmethod
     async def connect(cls, dsn: str) -> PostgresDatabase:
@@ -106,6 +107,16 @@ class PostgresDatabase:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
+        try:
+            async with self._transaction() as conn:
+                yield conn
+        except Unavailable:
+            self.write_health.failed()
+            raise
+        self.write_health.succeeded()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Conn]:
         async with self._acquire() as conn:
             tx = conn.transaction()
             await guarded(tx.start())

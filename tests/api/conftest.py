@@ -4,12 +4,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from chatserver.config import Settings
 from testinfra.postgres import PostgresServer
+from tests.helpers import NO_LIMITS, TEST_LIMITS
 from tests.realtime_helpers import LiveServer, serve_in_thread
+
+
+def limits(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The limits of a module's server: off when the module is marked ``bulk``."""
+    return NO_LIMITS if request.node.get_closest_marker("bulk") else TEST_LIMITS
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +24,7 @@ def sqlite_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]) / "chat.db"
-    with serve_in_thread(Settings(database_url=f"sqlite:///{path}")) as server:
+    with serve_in_thread(Settings(database_url=f"sqlite:///{path}", **limits(request))) as server:
         yield server
 
 
@@ -25,7 +32,9 @@ def sqlite_server(
 def postgres_server_app(postgres_server: PostgresServer) -> Iterator[LiveServer]:
     name = postgres_server.create_database()
     try:
-        with serve_in_thread(Settings(database_url=postgres_server.url(name))) as server:
+        with serve_in_thread(
+            Settings(database_url=postgres_server.url(name), **TEST_LIMITS)
+        ) as server:
             yield server
     finally:
         postgres_server.drop_database(name)
