@@ -29,12 +29,13 @@ def sqlite_server(
 
 
 @pytest.fixture(scope="module")
-def postgres_server_app(postgres_server: PostgresServer) -> Iterator[LiveServer]:
+def postgres_server_app(
+    request: pytest.FixtureRequest, postgres_server: PostgresServer
+) -> Iterator[LiveServer]:
     name = postgres_server.create_database()
+    settings = Settings(database_url=postgres_server.url(name), **limits(request))
     try:
-        with serve_in_thread(
-            Settings(database_url=postgres_server.url(name), **TEST_LIMITS)
-        ) as server:
+        with serve_in_thread(settings) as server:
             yield server
     finally:
         postgres_server.drop_database(name)
