@@ -57,34 +57,42 @@ class Rule(NamedTuple):
     name: str
     rate: float
     burst: int
+    interval: float  # seconds per request: 1 / rate
+    window: float  # burst × interval: how far ahead of now a bucket may run
+    limit_header: tuple[bytes, bytes]
 
-    @property
-    def interval(self) -> float:
-        return 1.0 / self.rate
+    @classmethod
+    def of(cls, name: str, rate: float, burst: int) -> Rule:
+        interval = 1.0 / rate
+        header = (b"ratelimit-limit", b"%d" % burst)
+        return cls(name, rate, burst, interval, burst * interval, header)
 
     def decide(self, allowed: bool, ahead: float) -> Decision:
         """The decision, given how far (seconds) the bucket's ``tat`` is ahead of now."""
-        interval = self.interval
         if not allowed:
-            retry = ahead + interval - self.burst * interval
-            return Decision(False, self.burst, 0, math.ceil(ahead), max(1, math.ceil(retry)))
-        remaining = int((self.burst * interval - ahead) / interval + 1e-9)
-        return Decision(True, self.burst, max(0, remaining), math.ceil(ahead), 0)
+            retry = ahead + self.interval - self.window
+            return Decision(False, self, 0, math.ceil(ahead), max(1, math.ceil(retry)))
+        remaining = int((self.window - ahead) / self.interval + 1e-9)
+        return Decision(True, self, remaining if remaining > 0 else 0, math.ceil(ahead), 0)
 
 
 class Decision(NamedTuple):
     allowed: bool
-    limit: int
+    rule: Rule
     remaining: int
     reset: int  # seconds until the bucket is full again
     retry_after: int  # seconds, when refused
 
+    @property
+    def limit(self) -> int:
+        return self.rule.burst
+
     def headers(self) -> list[tuple[bytes, bytes]]:
         """The IETF draft's ``RateLimit-Limit``/``-Remaining``/``-Reset`` fields."""
         return [
-            (b"ratelimit-limit", str(self.limit).encode()),
-            (b"ratelimit-remaining", str(self.remaining).encode()),
-            (b"ratelimit-reset", str(self.reset).encode()),
+            self.rule.limit_header,
+            (b"ratelimit-remaining", b"%d" % self.remaining),
+            (b"ratelimit-reset", b"%d" % self.reset),
         ]
 
 
@@ -93,7 +101,7 @@ def rules(settings: Settings) -> dict[str, Rule]:
     if settings.rate_limits == "off":
         return {}
     return {
-        name: Rule(name, getattr(settings, f"{name}_rate"), getattr(settings, f"{name}_burst"))
+        name: Rule.of(name, getattr(settings, f"{name}_rate"), getattr(settings, f"{name}_burst"))
         for name in ("send", "read", "signup", "token")
     }
 
@@ -110,10 +118,9 @@ class LocalBuckets:
         tat = self._tat.get(key, now)
         if tat < now:
             tat = now
-        interval = rule.interval
-        if now < tat + interval - rule.burst * interval:
+        if now < tat + rule.interval - rule.window:
             return rule.decide(False, tat - now)
-        self._tat[key] = tat = tat + interval
+        self._tat[key] = tat = tat + rule.interval
         self._touched += 1
         if self._touched >= PRUNE_EVERY:
             self._prune(now)
@@ -146,7 +153,7 @@ class RateLimiter:
             async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
                 allowed, ahead = await self._script(
                     keys=[f"{KEY_PREFIX}{rule_name}:{key}"],
-                    args=[int(rule.interval * 1e6), int(rule.burst * rule.interval * 1e6)],
+                    args=[int(rule.interval * 1e6), int(rule.window * 1e6)],
                 )
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("rate limits are per process until Redis answers again: %s", exc)

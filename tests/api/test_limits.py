@@ -5,6 +5,7 @@ per-address buckets of one test do not leak into the next."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -197,10 +198,14 @@ async def test_the_21st_stream_of_a_user_is_refused_and_others_still_connect(
         async with client_from(server.base_url) as client:
             assert (await send(client, bob, alice.id)).status_code == 201
         assert (await next_message_event(ws))["type"] == "message"
-        async with websockets.connect(ws_url(server), additional_headers=alice.auth) as extra:
-            code, frames = await read_until_closed(extra)
-        assert code == CLOSE_TOO_MANY_STREAMS
-        assert any('"too-many-streams"' in str(frame) for frame in frames)
+        # 30 more at once, while another address probes the server.
+        refused, probes = await asyncio.gather(
+            asyncio.gather(*(extra_stream(server, alice) for _ in range(30))),
+            probe(server, 10),
+        )
+        assert all(code == CLOSE_TOO_MANY_STREAMS for code, _ in refused), refused
+        assert all(any('"too-many-streams"' in f for f in frames) for _, frames in refused)
+        assert probes == [200] * 10
         async with client_from(server.base_url) as client:
             r = await client.get(
                 "/api/v1/stream", headers={**alice.auth, "Accept": "text/event-stream"}
@@ -210,6 +215,17 @@ async def test_the_21st_stream_of_a_user_is_refused_and_others_still_connect(
             async with client_from(server.base_url) as client:
                 assert (await send(client, alice, bob.id)).status_code == 201
             assert (await next_message_event(ws_bob))["type"] == "message"
+
+
+async def extra_stream(server: ServerProcess, user: User) -> tuple[int | None, list[str]]:
+    async with websockets.connect(ws_url(server), additional_headers=user.auth) as extra:
+        return await read_until_closed(extra, within=30)
+
+
+async def probe(server: ServerProcess, count: int) -> list[int]:
+    """GET /healthz ``count`` times from an address of its own."""
+    async with client_from(server.base_url) as client:
+        return [(await client.get("/healthz")).status_code for _ in range(count)]
 
 
 async def test_a_token_in_the_query_string_is_refused_and_never_logged(
