@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from chatserver.config import FIELD_TYPES
 from testinfra import procs
 from testinfra.server import ServerProcess
 
@@ -41,15 +43,28 @@ class ServerEnv:
         return env
 
     def limits(self) -> dict[str, str]:
+        """Every limit above what the bench does from its one address (thousands of idle
+        sockets, one user's many streams); the rate limits on or off."""
+        high = dict.fromkeys(UNREACHED, str(10**6))
         if self.rate_limits == "off":
-            return {"CHAT_RATE_LIMITS": "off"}
-        high = {
-            f"CHAT_{rule}_{part}": str(10**9) for rule in UNREACHED for part in ("RATE", "BURST")
+            return {**high, "CHAT_RATE_LIMITS": "off"}
+        rates = {f"CHAT_{rule}_{part}": str(10**9) for rule in RATES for part in ("RATE", "BURST")}
+        return {**high, **rates, "CHAT_RATE_LIMITS": "on"}
+
+    def limit_settings(self) -> dict[str, Any]:
+        """The same limits as Settings fields (for the in-process scenario's app)."""
+        fields = {
+            name.removeprefix("CHAT_").lower(): value for name, value in self.limits().items()
         }
-        return {"CHAT_RATE_LIMITS": "on", **high, "CHAT_MAX_STREAMS_PER_USER": str(10**6)}
+        return {name: FIELD_TYPES[name](value) for name, value in fields.items()}
 
 
-UNREACHED = ("SEND", "READ", "SIGNUP", "TOKEN")
+RATES = ("SEND", "READ", "SIGNUP", "TOKEN")
+UNREACHED = (
+    "CHAT_MAX_STREAMS_PER_USER",
+    "CHAT_MAX_CONNECTIONS_PER_ADDRESS",
+    "CHAT_MAX_CONNECTIONS",
+)
 
 
 class ChatServer(ServerProcess):
