@@ -61,6 +61,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
     )
     parser.add_argument("--quick", action="store_true", help="about a minute; for CI")
     parser.add_argument(
+        "--rate-limits",
+        choices=("on", "off"),
+        default="on",
+        help="on (default): limits run, set too high to refuse; off: CHAT_RATE_LIMITS=off",
+    )
+    parser.add_argument(
         "--scenario",
         action="append",
         choices=SCENARIOS,
@@ -84,6 +90,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         quick=args.quick,
         scenarios=chosen,
         write_docs=args.write_docs,
+        rate_limits=args.rate_limits,
     )
 
 
@@ -119,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
             redis.start()
             extra_versions["redis-server"] = redis.version
         env = ServerEnv(
-            database_url, redis.url() if redis else None, opts.workers, server=opts.server
+            database_url,
+            redis.url() if redis else None,
+            opts.workers,
+            server=opts.server,
+            rate_limits=opts.rate_limits,
         )
         server = ChatServer(registry, env, workdir, procs.free_port())
         rows, flags = run(opts, server, workdir)
@@ -150,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": report.command_line(),
             "db": opts.db,
             "redis": opts.redis,
+            "rate_limits": opts.rate_limits,
             "workers": opts.workers,
             "quick": opts.quick,
             "scenarios": list(opts.scenarios),

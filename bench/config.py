@@ -47,6 +47,7 @@ class Options:
     quick: bool = False
     scenarios: tuple[str, ...] = SCENARIOS
     write_docs: bool = False
+    rate_limits: str = "on"
 
     @property
     def default_setup(self) -> bool:

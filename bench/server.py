@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from chatserver.config import FIELD_TYPES
 from testinfra import procs
 from testinfra.server import ServerProcess
 
@@ -21,9 +23,13 @@ class ServerEnv:
     workers: int
     log_level: str | None = None  # None: the server's default, as a user runs it
     server: str | None = None  # CHAT_SERVER; None: the default
+    # "on": the rate limits run (as by default) but far above what the bench sends, so they
+    # cost what they cost and never refuse; "off": CHAT_RATE_LIMITS=off.
+    rate_limits: str = "on"
 
     def environ(self) -> dict[str, str]:
         env = dict(os.environ)
+        env.update(self.limits())
         for name in ("CHAT_REDIS_URL", "CHAT_HOST", "CHAT_PORT", "CHAT_WORKERS", "CHAT_LOG_LEVEL"):
             env.pop(name, None)
         env.pop("CHAT_SERVER", None)
@@ -35,6 +41,30 @@ class ServerEnv:
         if self.redis_url:
             env["CHAT_REDIS_URL"] = self.redis_url
         return env
+
+    def limits(self) -> dict[str, str]:
+        """Every limit above what the bench does from its one address (thousands of idle
+        sockets, one user's many streams); the rate limits on or off."""
+        high = dict.fromkeys(UNREACHED, str(10**6))
+        if self.rate_limits == "off":
+            return {**high, "CHAT_RATE_LIMITS": "off"}
+        rates = {f"CHAT_{rule}_{part}": str(10**9) for rule in RATES for part in ("RATE", "BURST")}
+        return {**high, **rates, "CHAT_RATE_LIMITS": "on"}
+
+    def limit_settings(self) -> dict[str, Any]:
+        """The same limits as Settings fields (for the in-process scenario's app)."""
+        fields = {
+            name.removeprefix("CHAT_").lower(): value for name, value in self.limits().items()
+        }
+        return {name: FIELD_TYPES[name](value) for name, value in fields.items()}
+
+
+RATES = ("SEND", "READ", "SIGNUP", "TOKEN")
+UNREACHED = (
+    "CHAT_MAX_STREAMS_PER_USER",
+    "CHAT_MAX_CONNECTIONS_PER_ADDRESS",
+    "CHAT_MAX_CONNECTIONS",
+)
 
 
 class ChatServer(ServerProcess):
@@ -60,6 +90,8 @@ def ceiling_command(server_command: list[str], app: str, port: int) -> list[str]
             out += ["--port", str(port)]
         elif arg == "--factory":
             continue  # the ceiling apps are plain ASGI callables
+        elif arg == "--http":
+            next(args)  # our guarded protocol is our code: the ceilings run uvicorn's own
         elif arg.startswith("chatserver.asgi:"):
             out.append(f"bench.ceiling:{app}")
         else:

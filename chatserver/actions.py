@@ -12,7 +12,14 @@ import msgspec
 
 from chatserver import auth, store
 from chatserver.db import Conn, UniqueViolation
-from chatserver.errors import Conflict, Forbidden, IdempotencyMismatch, InvalidInput, NotFound
+from chatserver.errors import (
+    Conflict,
+    Forbidden,
+    IdempotencyMismatch,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+)
 from chatserver.events import MESSAGE, READ, RECEIVED
 from chatserver.schemas import Login, MessageOut, NewMessage, NewUser, check_new_user
 from chatserver.services import Services, now_us
@@ -61,6 +68,15 @@ async def delete_user(s: Services, user_id: int) -> None:
     s.tokens.evict_user(user_id)
     s.note_search_change()  # the messages they received left the search index
     s.events.revoke_user(user_id)
+
+
+async def check_writes(s: Services) -> None:
+    """Raise Unavailable when writes are failing: a recent one failed, or one that changes
+    nothing cannot be committed now (the health check)."""
+    if s.db.write_health.failing():
+        raise Unavailable("A write failed a moment ago and none has succeeded since")
+    async with s.db.transaction() as conn:
+        await store.rewrite_schema_version(conn)
 
 
 async def forget_expired_idempotency_keys(s: Services) -> int:

@@ -10,6 +10,8 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.channels.backends.memory import MemoryChannelsBackend
+from litestar.config.cors import CORSConfig
+from litestar.routes import HTTPRoute
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from chatserver import actions
@@ -25,6 +27,7 @@ from chatserver.lastseen import LastSeen
 from chatserver.middleware import RequestContext
 from chatserver.presence import LocalPresence, RedisPresence
 from chatserver.problems import EXCEPTION_HANDLERS
+from chatserver.ratelimit import RateLimiter
 from chatserver.searchindex import SearchPurge
 from chatserver.services import Services
 from chatserver.typing_relay import TypingWindow
@@ -59,6 +62,7 @@ def create_app(settings: Settings) -> Litestar:
         lifespan=[lifespan],
         openapi_config=openapi_config(),
         request_max_body_size=settings.max_body_bytes,
+        cors_config=_cors(settings),
         debug=False,
         logging_config=None,
     )
@@ -70,9 +74,39 @@ class ChatApp(Litestar):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._entry = RequestContext(super().__call__)
+        _fix_options_allow(self.routes)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self._entry(scope, receive, send)
+
+
+def _cors(settings: Settings) -> CORSConfig | None:
+    """CORS only for the origins the operator lists: a browser elsewhere cannot call the API."""
+    origins = settings.cors_origin_list
+    if not origins:
+        return None
+    return CORSConfig(
+        allow_origins=origins,
+        allow_methods=["GET", "POST", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+        expose_headers=["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After"],
+    )
+
+
+def _fix_options_allow(routes: list[Any]) -> None:
+    """Make each path's automatic OPTIONS answer list all of its methods.
+
+    Litestar builds the OPTIONS handler with the first route made for a path and replaces
+    that route as more handlers join the path, so ``Allow`` named only the first handler's
+    methods; the handler reads ``methods`` from the route it closes over, so point it at the
+    final one's."""
+    for route in routes:
+        if not isinstance(route, HTTPRoute) or "OPTIONS" not in route.route_handler_map:
+            continue
+        handler = route.route_handler_map["OPTIONS"][0]
+        for cell in getattr(handler.fn, "__closure__", None) or ():
+            if isinstance(cell.cell_contents, HTTPRoute):
+                cell.cell_contents.methods = route.methods
 
 
 async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) -> Services:
@@ -104,6 +138,7 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
         db,
         settings.presence_grace_seconds,
         messages,
+        max_streams=settings.max_streams_per_user,
     )
     await hub.start()
     stack.push_async_callback(hub.stop)
@@ -112,8 +147,9 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     search_purge.start()
     stack.push_async_callback(search_purge.stop)
     typing = TypingWindow(redis)
+    limits = RateLimiter(settings, redis)
     services = Services(
-        settings, db, events, token_cache, hub, last_seen, typing, messages, search_purge
+        settings, db, events, token_cache, hub, last_seen, typing, limits, messages, search_purge
     )
     purge = asyncio.create_task(_purge_expired(services))
     stack.callback(purge.cancel)

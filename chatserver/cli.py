@@ -190,12 +190,17 @@ def _serve(settings: Settings) -> None:
         if value is not None:
             os.environ[var] = str(value)
     argv = server_command(settings)
+    from chatserver.connections import raise_descriptor_limit
+
+    # Workers inherit the limit: connection caps are set below it (connections.py).
+    raise_descriptor_limit()
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(argv[0], argv)  # noqa: S606 (our own argv, no shell)
 
 
 APP_FACTORY = "chatserver.asgi:app_from_env"
+GUARDED_PROTOCOL = "chatserver.connections:GuardedHttpToolsProtocol"
 # How long a stopping server waits for open streams before closing them.
 GRACEFUL_SHUTDOWN_SECONDS = 5
 
@@ -206,10 +211,15 @@ def server_command(settings: Settings) -> list[str]:
     common += ["--port", str(settings.port), "--workers", str(settings.workers)]
     common += ["--log-level", settings.log_level.lower(), "--backlog", "2048"]
     if settings.server == "granian":
-        return [*common, "--interface", "asgi", "--ws", "--factory", APP_FACTORY]
+        return [*common, *granian_limits(settings), "--ws", "--factory", APP_FACTORY]
     return [
         *common,
+        # Query strings carry what must not be logged; errors are logged by the app.
         "--no-access-log",
+        "--http",
+        GUARDED_PROTOCOL,
+        "--timeout-keep-alive",
+        str(settings.keepalive_timeout_seconds),
         "--ws-ping-interval",
         str(settings.ws_ping_interval),
         "--ws-ping-timeout",
@@ -223,6 +233,21 @@ def server_command(settings: Settings) -> list[str]:
         str(GRACEFUL_SHUTDOWN_SECONDS),
         "--factory",
         APP_FACTORY,
+    ]
+
+
+def granian_limits(settings: Settings) -> list[str]:
+    """What granian offers of the connection limits: the head timeout and the HTTP/1
+    buffer (which bounds the head). It has no per-address or total connection cap and no
+    idle keep-alive timeout (docs/security.md)."""
+    return [
+        "--interface",
+        "asgi",
+        "--no-access-log",
+        "--http1-header-read-timeout",
+        str(int(settings.header_timeout_seconds * 1000)),
+        "--http1-buffer-size",
+        str(max(8192, settings.max_header_bytes + settings.max_body_bytes)),
     ]
 
 

@@ -76,9 +76,45 @@ class Settings:
         "SQLite: the words of edited and deleted messages leave the search index's segments"
         " this long after the change, at the latest",
     )
+    cors_origins: str | None = setting(
+        None, "comma-separated origins allowed to call the API from a browser (CORS off if unset)"
+    )
+    # Abuse limits (docs/security.md). Rates are per second; a burst is how many requests
+    # may come at once before the rate applies (a token bucket).
+    rate_limits: str = setting("on", "on, or off to switch every request-rate limit off")
+    send_rate: float = setting(10.0, "sends and other writes per user: requests per second")
+    send_burst: int = setting(30, "sends and other writes per user: burst")
+    read_rate: float = setting(50.0, "reads per user: requests per second")
+    read_burst: int = setting(100, "reads per user: burst")
+    signup_rate: float = setting(0.1, "sign-ups per client address: requests per second")
+    signup_burst: int = setting(10, "sign-ups per client address: burst")
+    token_rate: float = setting(0.5, "token requests per client address: requests per second")
+    token_burst: int = setting(20, "token requests per client address: burst")
+    max_streams_per_user: int = setting(
+        20, "open streams per user and worker; the next is refused (WebSocket 4429, SSE 429)"
+    )
+    max_connections_per_address: int = setting(
+        1000, "open connections per client address and worker; more are closed at once (uvicorn)"
+    )
+    max_connections: int = setting(
+        10000, "open connections per worker, lowered to fit the file-descriptor limit (uvicorn)"
+    )
+    header_timeout_seconds: float = setting(
+        10.0, "time to receive a whole request head, however slowly it trickles in"
+    )
+    keepalive_timeout_seconds: int = setting(
+        5, "idle keep-alive connections are closed after this many whole seconds"
+    )
+    max_header_bytes: int = setting(
+        32 * 1024, "request heads larger than this get 431 and the connection is closed"
+    )
 
     def __post_init__(self) -> None:
         validate(self)
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in (self.cors_origins or "").split(",") if o.strip()]
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with the given non-None values replaced (used for CLI flags)."""
@@ -161,6 +197,20 @@ POSITIVE = (
     "event_retention_days",
     "search_purge_seconds",
     "presence_grace_seconds",
+    "send_rate",
+    "send_burst",
+    "read_rate",
+    "read_burst",
+    "signup_rate",
+    "signup_burst",
+    "token_rate",
+    "token_burst",
+    "max_streams_per_user",
+    "max_connections_per_address",
+    "max_connections",
+    "header_timeout_seconds",
+    "keepalive_timeout_seconds",
+    "max_header_bytes",
 )
 
 
@@ -174,6 +224,8 @@ def validate(settings: Settings) -> None:
             raise ConfigError(f"{ENV_NAMES[name]} must be above 0, got {value}")
     if settings.server not in SERVERS:
         raise ConfigError(f"CHAT_SERVER must be one of {', '.join(SERVERS)}")
+    if settings.rate_limits not in ("on", "off"):
+        raise ConfigError(f"CHAT_RATE_LIMITS must be on or off, got {settings.rate_limits!r}")
     if settings.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"CHAT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
 

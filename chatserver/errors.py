@@ -12,6 +12,7 @@ class ChatError(Exception):
     status = 500
     code = "internal-error"
     title = "Internal server error"
+    retry_after: int | None = None  # seconds, sent as Retry-After
 
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail or self.title)
@@ -76,6 +77,27 @@ class Unavailable(ChatError):
     status = 503
     code = "unavailable"
     title = "Service unavailable"
+    retry_after = 1
+
+
+class CommitUnknown(Unavailable):
+    """The connection failed during COMMIT: the write may or may not be saved."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The database failed while committing: the request may or may not have been "
+            "saved. Retry with the same Idempotency-Key to get its one result"
+        )
+
+
+class RateLimited(ChatError):
+    status = 429
+    code = "rate-limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class IdempotencyMismatch(ChatError):

@@ -26,6 +26,7 @@ from chatserver import store
 from chatserver.auth import TokenCache
 from chatserver.broker import ChatChannels
 from chatserver.db import Database, now_us
+from chatserver.errors import RateLimited
 from chatserver.events import (
     CONTROL_CHANNEL,
     ControlEvent,
@@ -41,10 +42,16 @@ from chatserver.views import MessageCache
 log = logging.getLogger("chatserver")
 
 CLOSE_REVOKED = 4401
+CLOSE_TOO_MANY_STREAMS = 4429  # the user already has max_streams_per_user open here
 PRESENCE_REFRESH_SECONDS = 20
 LAST_SEEN_EVERY_SECONDS = 60
 _decode_control = msgspec.json.Decoder(ControlEvent).decode
 _encode = msgspec.json.Encoder().encode
+
+
+class TooManyStreams(RateLimited):
+    code = "too-many-streams"
+    title = "Too many open streams"
 
 
 @dataclass(eq=False, slots=True)
@@ -73,9 +80,11 @@ class Hub:
         db: Database,
         grace_seconds: float,
         messages: MessageCache | None = None,
+        max_streams: int | None = None,
     ) -> None:
         self._channels = channels
         self._messages = messages
+        self._max_streams = max_streams
         self._last_seen = last_seen
         self.presence = presence
         self._tokens = tokens
@@ -107,7 +116,17 @@ class Hub:
             for handle in handles:
                 handle.close(1001)  # going away: the client resumes elsewhere
 
+    def admit(self, user_id: int) -> None:
+        """Raise TooManyStreams when the user already has as many streams open as allowed
+        (on this worker: one user's thousands of sockets must not slow everyone else)."""
+        open_now = len(self._streams.get(user_id, ()))
+        if self._max_streams is not None and open_now >= self._max_streams:
+            raise TooManyStreams(
+                f"You already have {open_now} streams open; close one first", retry_after=5
+            )
+
     async def open(self, handle: StreamHandle) -> None:
+        self.admit(handle.user_id)
         self._streams[handle.user_id].add(handle)
         first = await self.presence.connected(handle.user_id, handle.stream_id)
         # Written at once only for a user's first stream or fetch on this node: a storm of

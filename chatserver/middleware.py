@@ -1,4 +1,6 @@
-"""The app's entry: every request gets an id (echoed in ``X-Request-ID``) and its start time."""
+"""The app's entry: every request gets an id (echoed in ``X-Request-ID``) and its start time;
+every response the headers that keep browsers and caches safe, and the rate-limit fields of
+its route (set by ``api/deps.count_request``)."""
 
 from __future__ import annotations
 
@@ -45,11 +47,24 @@ class RequestContext:
 
         async def send_with_id(message: Any) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), header]
+                headers = [*message.get("headers", ()), header, *SAFE_HEADERS]
+                if (decision := state.get("ratelimit")) is not None:
+                    headers += decision.headers()
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append(NO_STORE)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_id)
 
+
+# API answers are per caller: no cache may keep them, no browser may guess their type,
+# and no link followed from a page may carry its address on.
+SAFE_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+)
+NO_STORE = (b"cache-control", b"no-store")
 
 # Ids are a random per-process prefix and a counter: unique across processes and restarts,
 # and far cheaper per request than fresh random bytes.

@@ -60,7 +60,10 @@ def problem_response(
 
 def handle_chat_error(_: Request[Any, Any, Any], exc: ChatError) -> Response[Problem]:
     errors = getattr(exc, "errors", msgspec.UNSET)
-    return problem_response(exc.status, exc.code, exc.title, exc.detail, errors=errors)
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    return problem_response(
+        exc.status, exc.code, exc.title, exc.detail, errors=errors, headers=headers
+    )
 
 
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:

@@ -11,6 +11,7 @@ from chatserver.db import Database, now_us
 from chatserver.events import Events
 from chatserver.hub import Hub
 from chatserver.lastseen import LastSeen
+from chatserver.ratelimit import RateLimiter
 from chatserver.searchindex import SearchPurge
 from chatserver.views import MessageCache
 
@@ -29,6 +30,7 @@ class Services:
     hub: Hub
     last_seen: LastSeen
     typing: TypingWindow
+    limits: RateLimiter
     messages: MessageCache = field(default_factory=MessageCache)
     search_purge: SearchPurge | None = None
 

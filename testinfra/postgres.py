@@ -137,6 +137,16 @@ class PostgresServer(procs.Service):
             self.stop()
             raise
 
+    def crash(self) -> None:
+        """``pg_ctl stop -m immediate``: every backend killed at once, as in a crash (the
+        next start recovers from the WAL)."""
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"])
+
+    def restart(self) -> None:
+        """Start again on the same port and data directory (after `crash`)."""
+        pg_ctl = [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_path)]
+        self._run([*pg_ctl, "-o", self._server_options(), "-w", "start"])
+
     @property
     def log_path(self) -> Path:
         assert self.dir is not None, "cluster not started"

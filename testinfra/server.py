@@ -38,9 +38,18 @@ def serve_argv(port: int, args: Sequence[str] = ()) -> list[str]:
     return [*chatserver_command(), "serve", "--host", HOST, "--port", str(port), *args]
 
 
-def server_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """This process's environment without any CHAT_* variable, plus ``extra``."""
+# Test suites sign up and log in many users from one address (127.0.0.1), far more than any
+# real client: servers they start get higher per-address limits unless asked for the
+# defaults (``defaults=True``) or given their own. The per-user limits keep their defaults.
+SUITE_LIMITS = {"CHAT_SIGNUP_BURST": "1000000", "CHAT_TOKEN_BURST": "1000000"}
+
+
+def server_env(extra: Mapping[str, str], defaults: bool = False) -> dict[str, str]:
+    """This process's environment without any CHAT_* variable, plus ``extra`` (and the
+    suite's per-address limits unless ``defaults``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    if not defaults:
+        env.update(SUITE_LIMITS)
     env.update(extra)
     return env
 
@@ -154,10 +163,11 @@ def start_server(
     env: Mapping[str, str],
     args: Sequence[str] = (),
     timeout: float = START_TIMEOUT_SECONDS,
+    defaults: bool = False,
 ) -> ServerProcess:
     """Start ``chatserver serve`` on a free port with a clean ``CHAT_*`` environment plus
     ``env``, and wait until it is healthy."""
-    server = ServerProcess(workdir, server_env(env), args)
+    server = ServerProcess(workdir, server_env(env, defaults), args)
     server.start(timeout)
     return server
 
@@ -168,9 +178,10 @@ def running_server(
     env: Mapping[str, str],
     args: Sequence[str] = (),
     timeout: float = START_TIMEOUT_SECONDS,
+    defaults: bool = False,
 ) -> Iterator[ServerProcess]:
     """`start_server` as a context manager that always stops the process group."""
-    server = start_server(workdir, env, args, timeout)
+    server = start_server(workdir, env, args, timeout, defaults)
     try:
         yield server
     finally:

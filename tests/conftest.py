@@ -12,7 +12,7 @@ from litestar.testing import AsyncTestClient
 from chatserver.app import create_app
 from chatserver.config import Settings
 from chatserver.migrations import upgrade
-from tests.helpers import Api, concurrent_client
+from tests.helpers import NO_LIMITS, TEST_LIMITS, Api, concurrent_client
 
 pytest_plugins = ["tests.servers"]
 
@@ -33,8 +33,9 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url)
+def settings(request: pytest.FixtureRequest, database_url: str) -> Settings:
+    limits = NO_LIMITS if request.node.get_closest_marker("bulk") else TEST_LIMITS
+    return Settings(database_url=database_url, **limits)
 
 
 @pytest.fixture

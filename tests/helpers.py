@@ -42,6 +42,14 @@ MESSAGE_FIELDS = {
 _names = itertools.count(1)
 CLI_TIMEOUT = 60
 
+# Every test signs up and logs in users from one address ("testclient" or 127.0.0.1), far
+# more than any real client: the per-address limits are raised for the suite and tested on
+# their own (tests/api/test_limits.py). The per-user limits keep their defaults.
+TEST_LIMITS: dict[str, Any] = {"signup_burst": 1_000_000, "token_burst": 1_000_000}
+# For the tests that send, read or stream in bulk on purpose (``@pytest.mark.bulk``): the
+# rate limits off and the stream cap out of reach.
+NO_LIMITS: dict[str, Any] = {"rate_limits": "off", "max_streams_per_user": 100_000}
+
 
 @dataclass
 class User:

@@ -10,7 +10,7 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 
 from chatserver import auth, store
-from chatserver.errors import NotAuthenticated
+from chatserver.errors import NotAuthenticated, RateLimited
 from chatserver.services import Services
 
 
@@ -60,3 +60,32 @@ def took_ms(request: Request[Any, Any, Any]) -> int:
     """Whole milliseconds since the request arrived (set by the request middleware)."""
     started = request.scope.get("state", {}).get("started", time.perf_counter())
     return int((time.perf_counter() - started) * 1000)
+
+
+# What each rule counts, for the 429's detail.
+RULE_WORDS = {
+    "send": "writes",
+    "read": "reads",
+    "signup": "sign-ups from this address",
+    "token": "token requests from this address",
+}
+
+
+async def count_request(s: Services, scope: Any, rule: str, key: object) -> None:
+    """Count the request against ``rule`` for ``key`` (a user id or a client address); the
+    decision's headers go on the response (``middleware.py``); over the limit: 429."""
+    decision = await s.limits.hit(rule, key)
+    if decision is None:
+        return
+    scope["state"]["ratelimit"] = decision
+    if not decision.allowed:
+        words = RULE_WORDS.get(rule, "requests")
+        raise RateLimited(
+            f"Too many {words}: retry in {decision.retry_after} s", decision.retry_after
+        )
+
+
+def client_address(scope: Any) -> str:
+    """The peer's address (behind a proxy, the server's --forwarded-allow-ips decides it)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"

@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 
+from chatserver import actions
 from chatserver.api import route
 from chatserver.broker import ChatChannels
 from chatserver.services import Services
@@ -29,13 +30,19 @@ class Health(msgspec.Struct):
 
 @route.get("/healthz", tags=["operations"], documents=Health)
 async def healthz(services: Services) -> Health | Response[Health]:
-    """200 when the database answers, 503 when it does not; Redis is reported, not required."""
+    """200 when the database answers reads and commits writes, 503 when it does not; Redis
+    is reported, not required."""
     redis = await _redis_state(services)
     try:
         await asyncio.wait_for(services.db.ping(), timeout=2)
+        await asyncio.wait_for(actions.check_writes(services), timeout=2)
     except Exception as exc:  # any failure to answer is "unhealthy", never a 500
         log.warning("health check failed: %s", exc)
-        return Response(Health(status="unavailable", database="down", redis=redis), status_code=503)
+        return Response(
+            Health(status="unavailable", database="down", redis=redis),
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
     return Health(status="ok", database="up", redis=redis)
 
 

@@ -3,6 +3,7 @@ Structs converted by msgspec (every bad field named in one 400), and their OpenA
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -150,6 +151,8 @@ class BodyReader:
         except RecursionError:
             return InvalidInput({"body": ["The JSON body is nested too deeply"]})
         except msgspec.DecodeError as exc:
+            if fields := lone_surrogate_fields(raw):
+                return InvalidInput({key: [LONE_SURROGATE] for key in fields})
             return InvalidInput({"body": [f"is not valid JSON: {exc}"]})
         if not isinstance(body, dict):
             return InvalidInput({"body": ["must be a JSON object"]})
@@ -165,6 +168,36 @@ class BodyReader:
         )
         media = OpenAPIMediaType(schema=schema, examples=examples)
         return RequestBody(content={"application/json": media}, required=True)
+
+
+LONE_SURROGATE = "contains a lone surrogate escape (\\ud800-\\udfff unpaired): not Unicode text"
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def lone_surrogate_fields(raw: bytes) -> list[str]:
+    """The top-level fields whose text holds an unpaired surrogate escape.
+
+    msgspec refuses such a string but reports the input as truncated; Python's json module
+    accepts it, which is how the field is found."""
+    if b"\\u" not in raw:
+        return []
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return []
+    if not isinstance(body, dict):
+        return ["body"] if _has_surrogate(body) else []
+    return sorted(str(key) for key, value in body.items() if _has_surrogate(value))
+
+
+def _has_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return _SURROGATE_RE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_surrogate(item) for item in value)
+    return False
 
 
 def field_errors(

@@ -44,7 +44,14 @@ from litestar.openapi.spec import (
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from chatserver.api import docs
-from chatserver.api.deps import Caller, authenticate, header, services_of
+from chatserver.api.deps import (
+    Caller,
+    authenticate,
+    client_address,
+    count_request,
+    header,
+    services_of,
+)
 from chatserver.api.readers import BodyReader, HeaderReader, PathReader, QueryReader
 from chatserver.services import Services
 
@@ -84,12 +91,14 @@ def _route(
 
     ``errors``: the statuses the route answers with beyond those its declarations imply;
     ``documents``: the type to document when the handler returns an already encoded
-    equivalent of it."""
+    equivalent of it; ``limit``: the rate-limit rule of a public route, counted per client
+    address (a route with a caller is limited per user: "read" for GET, else "send")."""
     errors: Sequence[int] = options.pop("errors", ())
     documents: type | None = options.pop("documents", None)
+    limit: str | None = options.pop("limit", None)
 
     def wrap(handler: Handler) -> HTTPRouteHandler:
-        spec = Declaration.of(handler, documents)
+        spec = Declaration.of(handler, documents, limit, decorator is litestar.get)
         status = options.get("status_code") or (201 if decorator is litestar.post else 200)
         if spec.returns is None:
             status = options["status_code"] = 204
@@ -118,15 +127,20 @@ class Declaration:
     headers: HeaderReader | None
     body: BodyReader | None
     returns: type | None
+    limit: str | None
 
     @classmethod
-    def of(cls, handler: Handler, documents: type | None) -> Declaration:
+    def of(
+        cls, handler: Handler, documents: type | None, limit: str | None, reads: bool
+    ) -> Declaration:
         hints = get_type_hints(handler)
         params = tuple(inspect.signature(handler).parameters)
         unknown = set(params) - {"services", "caller", "request", *STRUCT_PARAMS}
         if unknown:
             raise TypeError(f"{handler.__name__}: no way to provide {sorted(unknown)}")
         returns = documents or hints.get("return")
+        if "caller" in params:
+            limit = "read" if reads else "send"
         return cls(
             params=params,
             path=PathReader(hints["path"]) if "path" in params else None,
@@ -134,6 +148,7 @@ class Declaration:
             headers=HeaderReader(hints["headers"]) if "headers" in params else None,
             body=BodyReader(hints["body"]) if "body" in params else None,
             returns=None if returns in (None, type(None)) else returns,
+            limit=limit,
         )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Declaration:
@@ -152,6 +167,8 @@ class Declaration:
             statuses |= {413, 415}
         if self.authenticated:
             statuses.add(401)
+        if self.limit is not None:
+            statuses.add(429)
         return statuses
 
     def responses(self, status: int) -> dict[int, ResponseSpec]:
@@ -166,11 +183,21 @@ class Declaration:
     def endpoint(self, handler: Handler, status: int) -> Callable[..., Awaitable[Any]]:
         """The function Litestar calls: it takes only the request, so Litestar parses
         nothing; the resolvers build the handler's arguments."""
-        resolvers = [(name, self._resolver(name)) for name in self.params]
+        # The caller first: a request without valid credentials gets 401 whatever its body.
+        order = sorted(self.params, key=lambda name: name != "caller")
+        resolvers = [(name, self._resolver(name)) for name in order]
+        limit, authenticated = self.limit, self.authenticated
 
         async def arguments(request: Request[Any, Any, Any]) -> dict[str, Any]:
             services = services_of(request)
-            return {name: await resolve(request, services) for name, resolve in resolvers}
+            if limit is not None and not authenticated:
+                await count_request(services, request.scope, limit, client_address(request.scope))
+            values: dict[str, Any] = {}
+            for name, resolve in resolvers:
+                values[name] = await resolve(request, services)
+                if name == "caller" and limit is not None:
+                    await count_request(services, request.scope, limit, values[name].user_id)
+            return values
 
         async def endpoint(request: Request[Any, Any, Any]) -> ASGIApp:
             return _answer(await handler(**await arguments(request)), status, request)
@@ -204,6 +231,8 @@ class Declaration:
         parameters = [*(self.query.parameters() if self.query else ())]
         parameters += self.headers.parameters() if self.headers else []
         fields["parameters"] = [*(fields.get("parameters") or ()), *parameters] or None
+        if self.limit is not None:
+            fields["responses"] = docs.with_rate_limit_headers(fields.get("responses") or {})
         if not self.authenticated:
             # Litestar drops an empty security list; OpenAPI needs it to say "public".
             fields["security"] = []

@@ -22,7 +22,7 @@ from chatserver.api.deps import Caller, authenticate, header, services_of
 from chatserver.api.readers import QueryReader
 from chatserver.config import MAX_FRAME_BYTES
 from chatserver.errors import ChatError, InvalidInput, NotAcceptable, NotAuthenticated
-from chatserver.hub import CLOSE_REVOKED, StreamHandle
+from chatserver.hub import CLOSE_REVOKED, CLOSE_TOO_MANY_STREAMS, StreamHandle, TooManyStreams
 from chatserver.schemas import MAX_ID, StreamHeaders, StreamQuery, TypingFrame
 from chatserver.services import Services
 from chatserver.streams import (
@@ -93,6 +93,10 @@ async def stream_socket(socket: WebSocket[Any, Any, Any]) -> None:
     services = services_of(socket)
     # Accept first: a refusal before accepting reaches most clients as a bare HTTP 403.
     await socket.accept()
+    if token_in_query(socket.scope):
+        await socket.send_data(error_event("token-in-query", QUERY_CREDENTIALS_REFUSED))
+        await _close(socket, CLOSE_REVOKED)
+        return
     try:
         query = STREAM_QUERY.read_scope(socket.scope)
     except InvalidInput as exc:
@@ -105,6 +109,21 @@ async def stream_socket(socket: WebSocket[Any, Any, Any]) -> None:
     except (NotAuthenticated, TimeoutError, WebSocketDisconnect):
         await _close(socket, CLOSE_REVOKED)
         return
+    try:
+        services.hub.admit(caller.user_id)
+    except TooManyStreams as exc:
+        await socket.send_data(error_event(exc.code, exc.detail))
+        await _close(socket, CLOSE_TOO_MANY_STREAMS)
+        return
+    code = await _stream_to_socket(socket, services, caller, resume)
+    if code is not None:
+        await _close(socket, code)
+
+
+async def _stream_to_socket(
+    socket: WebSocket[Any, Any, Any], services: Services, caller: Caller, resume: Resume
+) -> int | None:
+    """Serve the feed; return the close code to send (None when the client is gone)."""
     handle = StreamHandle(caller.user_id, caller.token_hash)
     try:
         since = await resume.position(services, caller.user_id)
@@ -113,17 +132,30 @@ async def stream_socket(socket: WebSocket[Any, Any, Any]) -> None:
         async with subscription(services.events.channels, caller.user_id) as sub:
             feed = Feed(services, sub, caller.user_id, since)
             sub.subscriber.on_overflow = lambda: handle.close(CLOSE_TRY_AGAIN)
-            code = await _serve_socket(socket, feed, handle)
+            return await _serve_socket(socket, feed, handle)
+    except TooManyStreams:  # another stream of the user's opened meanwhile
+        return CLOSE_TOO_MANY_STREAMS
     except StreamUnavailable as exc:
         log.warning("stream closed: %s", exc)
-        code = CLOSE_UNAVAILABLE
+        return CLOSE_UNAVAILABLE
     except Exception:  # log it with the request id; the client resumes with since
         log.exception("stream failed [request %s]", socket.scope.get("state", {}).get("request_id"))
-        code = CLOSE_UNAVAILABLE
+        return CLOSE_UNAVAILABLE
     finally:
         await services.hub.close(handle)
-    if code is not None:
-        await _close(socket, code)
+
+
+QUERY_CREDENTIALS_REFUSED = (
+    "tokens are never accepted in the query string (it ends up in logs and histories): "
+    "send 'Authorization: Bearer …' or a first frame {'type': 'auth', 'token': …}"
+)
+TOKEN_PARAMS = (b"token", b"access_token")
+
+
+def token_in_query(scope: Any) -> bool:
+    """Whether the query string carries a token parameter."""
+    query: bytes = scope.get("query_string", b"")
+    return any(pair.split(b"=", 1)[0] in TOKEN_PARAMS for pair in query.split(b"&"))
 
 
 async def _close_if_revoked_meanwhile(
@@ -306,6 +338,9 @@ async def stream_sse(
     by itself) or ``since``; ``after_id`` resumes after a message id."""
     if "text/event-stream" not in request.headers.get("accept", ""):
         raise NotAcceptable("Ask for 'Accept: text/event-stream', or open a WebSocket here")
+    if token_in_query(request.scope):
+        raise InvalidInput({"token": [QUERY_CREDENTIALS_REFUSED]})
+    services.hub.admit(caller.user_id)
     resume = Resume(query.since, query.after_id)
     if headers.last_event_id is not None:
         resume = Resume(since=headers.last_event_id)
@@ -317,7 +352,10 @@ async def _sse_events(
     services: Services, caller: Caller, since: int
 ) -> AsyncIterator[ServerSentEventMessage]:
     handle = StreamHandle(caller.user_id, caller.token_hash)
-    await services.hub.open(handle)
+    try:
+        await services.hub.open(handle)
+    except TooManyStreams:  # another stream of the user's opened since the route admitted it
+        return
     try:
         await _close_if_revoked_meanwhile(services, caller, handle)
         async with subscription(services.events.channels, caller.user_id) as sub:

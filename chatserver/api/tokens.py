@@ -13,7 +13,7 @@ from chatserver.services import Services
 from chatserver.views import user_out
 
 
-@route.post("/", status_code=200, errors=(401,))
+@route.post("/", status_code=200, errors=(401,), limit="token")
 async def issue_token(services: Services, body: Login) -> TokenOut:
     """Exchange a username (or email) and password for a Bearer token."""
     token, user = await actions.issue_token(services, body)

@@ -13,7 +13,7 @@ from chatserver.services import Services
 from chatserver.views import user_out
 
 
-@route.post("/", status_code=201, errors=(409,))
+@route.post("/", status_code=201, errors=(409,), limit="signup")
 async def create_user(services: Services, body: NewUser) -> UserOut:
     """Create a user (no authentication needed)."""
     user = await actions.create_user(services, body)

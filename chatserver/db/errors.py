@@ -37,11 +37,16 @@ def translate_asyncpg_error(exc: BaseException) -> Exception | None:
         return UniqueViolation(str(exc))
     # InternalClientError: a connection the server dropped in the middle of a message
     # ("another operation is in progress"); the pool replaces it on release.
+    # OperatorInterventionError: the server is starting, shutting down or crashed
+    # (CannotConnectNowError, AdminShutdownError, CrashShutdownError); too many connections.
     unreachable = (
         OSError,
+        TimeoutError,
         asyncpg.PostgresConnectionError,
         asyncpg.InterfaceError,
         asyncpg.InternalClientError,
+        asyncpg.exceptions.OperatorInterventionError,
+        asyncpg.exceptions.TooManyConnectionsError,
     )
     if isinstance(exc, unreachable):
         return Unavailable("The database cannot be reached right now")

@@ -44,8 +44,33 @@ class Database(Protocol):
         and the block's exit returns only once the commit is durable."""
         ...
 
+    write_health: WriteHealth
+
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
+
+
+class WriteHealth:
+    """Whether writes are failing: one failed since the last that succeeded, recently.
+
+    The health check asks this before it tries a write of its own: a one-page write can
+    still fit where a send's pages no longer do (a disk with a few bytes left)."""
+
+    __slots__ = ("failed_at",)
+    WINDOW_SECONDS = 10.0
+
+    def __init__(self) -> None:
+        self.failed_at: float | None = None
+
+    def failed(self) -> None:
+        self.failed_at = time.monotonic()
+
+    def succeeded(self) -> None:
+        self.failed_at = None
+
+    def failing(self) -> bool:
+        failed_at = self.failed_at
+        return failed_at is not None and time.monotonic() - failed_at < self.WINDOW_SECONDS
 
 
 def now_us() -> int:

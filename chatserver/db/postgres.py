@@ -7,6 +7,7 @@ Each transaction is its own (PostgreSQL group-commits by itself, with
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -14,8 +15,10 @@ from typing import Any, TypeVar
 import asyncpg
 
 from chatserver.db.errors import translate_asyncpg_error
-from chatserver.db.interface import Conn, Row
-from chatserver.errors import Unavailable
+from chatserver.db.interface import Conn, Row, WriteHealth
+from chatserver.errors import CommitUnknown, Unavailable
+
+log = logging.getLogger("chatserver")
 
 T = TypeVar("T")
 POOL_MIN_SIZE = 2
@@ -31,6 +34,30 @@ async def guarded(awaitable: Awaitable[T]) -> T:
         translated = translate_asyncpg_error(exc)
         if translated is None:
             raise
+        raise translated from exc
+
+
+async def _rollback(tx: Any) -> None:
+    """Roll back; on a connection that is gone the server has already rolled back, and
+    the error that brought us here is the one to report."""
+    try:
+        await tx.rollback()
+    except Exception as exc:
+        if translate_asyncpg_error(exc) is None:
+            raise
+        log.debug("rollback on a lost connection: %s", exc)
+
+
+async def _commit(tx: Any) -> None:
+    """COMMIT; a connection lost meanwhile leaves its outcome unknown (CommitUnknown)."""
+    try:
+        await tx.commit()
+    except Exception as exc:
+        translated = translate_asyncpg_error(exc)
+        if translated is None:
+            raise
+        if isinstance(translated, Unavailable):
+            raise CommitUnknown() from exc
         raise translated from exc
 
 
@@ -66,6 +93,7 @@ class PostgresDatabase:
     def __init__(self, pool: Any, dsn: str) -> None:
         self._pool = pool
         self._dsn = dsn
+        self.write_health = WriteHealth()
 
     @classmethod
     async def connect(cls, dsn: str) -> PostgresDatabase:
@@ -79,8 +107,25 @@ class PostgresDatabase:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
-        async with self._acquire() as conn, conn.transaction():
-            yield PgConn(conn)
+        try:
+            async with self._transaction() as conn:
+                yield conn
+        except Unavailable:
+            self.write_health.failed()
+            raise
+        self.write_health.succeeded()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Conn]:
+        async with self._acquire() as conn:
+            tx = conn.transaction()
+            await guarded(tx.start())
+            try:
+                yield PgConn(conn)
+            except BaseException:
+                await _rollback(tx)
+                raise
+            await _commit(tx)
 
     @asynccontextmanager
     async def _acquire(self) -> AsyncIterator[Any]:
@@ -88,7 +133,10 @@ class PostgresDatabase:
         try:
             yield connection
         finally:
-            await self._pool.release(connection)
+            try:
+                await self._pool.release(connection)
+            except Exception as exc:  # a dead connection: the pool drops it; the answer stands
+                log.debug("releasing a connection failed: %s", exc)
 
     async def ping(self) -> None:
         """``SELECT 1``; when a pooled connection fails, ask again on a new connection.

@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Any
 
 from chatserver.db.checkpoint import CHECKPOINT_INTERVAL_SECONDS, RESTART_WAL_FRAMES, Checkpointer
 from chatserver.db.errors import translate_sqlite_error
 from chatserver.db.group_commit import GroupCommit
-from chatserver.db.interface import Conn, Row
+from chatserver.db.interface import Conn, Row, WriteHealth
+from chatserver.errors import Unavailable
 
 
 @lru_cache(maxsize=512)
@@ -146,6 +148,7 @@ class SqliteDatabase:
         read_conn = sqlite_connect(path)
         self._reader = SqliteConn(read_conn)
         self._read_context = ReaderContext(self._reader, read_conn)
+        self.write_health = WriteHealth()
         self._checkpointer = Checkpointer(
             sqlite_connect(path), checkpoint_interval, restart_wal_frames
         )
@@ -167,9 +170,16 @@ class SqliteDatabase:
         self._writes.answer_finished_commit()
         return self._read_context
 
-    def transaction(self) -> AbstractAsyncContextManager[Conn]:
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Conn]:
         """A write transaction, group-committed; returns once it is on disk (or raises)."""
-        return self._writes.transaction()
+        try:
+            async with self._writes.transaction() as conn:
+                yield conn
+        except Unavailable:
+            self.write_health.failed()
+            raise
+        self.write_health.succeeded()
 
     @property
     def commits(self) -> int:

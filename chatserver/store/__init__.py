@@ -45,6 +45,7 @@ from chatserver.store.events import (
     insert_events,
     list_events,
 )
+from chatserver.store.health import rewrite_schema_version
 from chatserver.store.idempotency import (
     StoredResponse,
     delete_idempotency_keys_before,
@@ -168,6 +169,7 @@ __all__ = [
     "reply_target_ok",
     "reserve_received",
     "rewrite_idempotent_responses",
+    "rewrite_schema_version",
     "search_page",
     "set_last_seen",
     "set_last_seen_each",

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from chatserver.config import Settings
 from testinfra.postgres import PostgresServer
+from tests.helpers import NO_LIMITS, TEST_LIMITS
 from tests.realtime_helpers import LiveServer, serve_in_thread
+
+
+def limits(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The limits of a module's server: off when the module is marked ``bulk``."""
+    return NO_LIMITS if request.node.get_closest_marker("bulk") else TEST_LIMITS
 
 
 @pytest.fixture(scope="module")
@@ -18,15 +25,18 @@ def sqlite_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]) / "chat.db"
-    with serve_in_thread(Settings(database_url=f"sqlite:///{path}")) as server:
+    with serve_in_thread(Settings(database_url=f"sqlite:///{path}", **limits(request))) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def postgres_server_app(postgres_server: PostgresServer) -> Iterator[LiveServer]:
+def postgres_server_app(
+    request: pytest.FixtureRequest, postgres_server: PostgresServer
+) -> Iterator[LiveServer]:
     name = postgres_server.create_database()
+    settings = Settings(database_url=postgres_server.url(name), **limits(request))
     try:
-        with serve_in_thread(Settings(database_url=postgres_server.url(name))) as server:
+        with serve_in_thread(settings) as server:
             yield server
     finally:
         postgres_server.drop_database(name)

@@ -7,6 +7,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from litestar.testing import AsyncTestClient
 
 from tests.helpers import (
@@ -91,6 +92,7 @@ async def test_page_size_pages(api: Api) -> None:
     assert all(p["meta"]["count"] == 7 for p in pages)
 
 
+@pytest.mark.bulk
 async def test_page_size_100_is_allowed(api: Api) -> None:
     alice, bob = await api.signup(), await api.signup()
     sent = await send_many(api, bob, alice.id, 105)
@@ -407,6 +409,7 @@ async def test_concurrent_sends_page_forward_in_id_order_exactly_once(live: Api)
     assert seen == sorted(sent)
 
 
+@pytest.mark.bulk
 async def test_a_reader_paging_during_concurrent_sends_never_skips_one(live: Api) -> None:
     """after_id readers must see messages in id order even while writers commit out of order."""
     api = live

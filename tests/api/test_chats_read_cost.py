@@ -15,6 +15,7 @@ from chatserver.views import MessageCache
 from tests.helpers import Api, User, count_statements, ids, running_app, send_many
 
 
+@pytest.mark.bulk
 @pytest.mark.parametrize(
     "filters", [{}, {"with": "partner"}, {"unread": "true"}], ids=["inbox", "with", "unread"]
 )

@@ -41,6 +41,10 @@ CLOSE_INVALID = 1008
 
 # ------------------------------------------------------------------ fixtures
 
+# Several tests send hundreds of messages (resume, replay pages, concurrent senders):
+# this module's servers run with the rate limits off (tests/api/test_limits.py tests them).
+pytestmark = pytest.mark.bulk
+
 
 @pytest.fixture(autouse=True)
 def cheap_passwords(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -47,6 +47,10 @@ MAX_FRAME = 64 * 1024
 
 # ------------------------------------------------------------------ fixtures
 
+# Several tests send hundreds of messages (resume, replay pages, concurrent senders):
+# this module's servers run with the rate limits off (tests/api/test_limits.py tests them).
+pytestmark = pytest.mark.bulk
+
 
 @pytest.fixture
 async def api(server: LiveServer) -> AsyncIterator[Api]:
