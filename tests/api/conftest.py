@@ -79,7 +79,7 @@ def node(
         name = request.module.__name__.rsplit(".", 1)[-1]
         url = f"sqlite:///{tmp_path_factory.mktemp(name) / 'chat.db'}"
         with serve_in_thread(
-            Settings(database_url=url, search_purge_seconds=PURGE_SECONDS)
+            Settings(database_url=url, search_purge_seconds=PURGE_SECONDS, **limits(request))
         ) as live:
             yield Node(live, url)
         return
@@ -87,7 +87,7 @@ def node(
     database = postgres.create_database()
     url = postgres.url(database)
     try:
-        with serve_in_thread(Settings(database_url=url)) as live:
+        with serve_in_thread(Settings(database_url=url, **limits(request))) as live:
             yield Node(live, url)
     finally:
         postgres.drop_database(database)

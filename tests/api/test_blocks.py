@@ -18,6 +18,7 @@ import pytest
 from chatserver.config import Settings
 from testinfra.postgres import PostgresServer
 from tests.helpers import (
+    TEST_LIMITS,
     Api,
     User,
     assert_401,
@@ -40,13 +41,13 @@ def node(
 ) -> Iterator[Node]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('blocks') / 'chat.db'}"
-        with serve_in_thread(Settings(database_url=url)) as live:
+        with serve_in_thread(Settings(database_url=url, **TEST_LIMITS)) as live:
             yield Node(live, url)
         return
     postgres: PostgresServer = request.getfixturevalue("postgres_server")
     name = postgres.create_database()
     try:
-        with serve_in_thread(Settings(database_url=postgres.url(name))) as live:
+        with serve_in_thread(Settings(database_url=postgres.url(name), **TEST_LIMITS)) as live:
             yield Node(live, postgres.url(name))
     finally:
         postgres.drop_database(name)

@@ -20,7 +20,7 @@ import pytest
 
 from chatserver.config import Settings
 from testinfra.postgres import PostgresServer
-from tests.helpers import Api, User, assert_401, assert_problem, assert_utc_timestamp
+from tests.helpers import TEST_LIMITS, Api, User, assert_401, assert_problem, assert_utc_timestamp
 from tests.realtime_helpers import (
     TIMEOUT,
     LiveServer,
@@ -44,13 +44,17 @@ def server(
 ) -> Iterator[LiveServer]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('ephemeral') / 'chat.db'}"
-        with serve_in_thread(Settings(database_url=url, presence_grace_seconds=GRACE)) as live:
+        with serve_in_thread(
+            Settings(database_url=url, presence_grace_seconds=GRACE, **TEST_LIMITS)
+        ) as live:
             yield live
         return
     postgres: PostgresServer = request.getfixturevalue("postgres_server")
     name = postgres.create_database()
     try:
-        settings = Settings(database_url=postgres.url(name), presence_grace_seconds=GRACE)
+        settings = Settings(
+            database_url=postgres.url(name), presence_grace_seconds=GRACE, **TEST_LIMITS
+        )
         with serve_in_thread(settings) as live:
             yield live
     finally:
