@@ -15,7 +15,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from chatserver import actions
 from chatserver.api import chats, conversations, events, health, stream, tokens, users
 from chatserver.api.openapi import openapi_config
-from chatserver.auth import TokenCache
+from chatserver.auth import Logins, TokenCache
 from chatserver.broker import BoundedSubscriber, ChatChannels, ChatRedisBackend
 from chatserver.config import Settings
 from chatserver.db import open_database
@@ -23,9 +23,12 @@ from chatserver.events import Events
 from chatserver.hub import Hub
 from chatserver.lastseen import LastSeen
 from chatserver.middleware import RequestContext
+from chatserver.passwords import HashGate
 from chatserver.presence import LocalPresence, RedisPresence
 from chatserver.problems import EXCEPTION_HANDLERS
 from chatserver.services import Services
+from chatserver.throttle import Limits, LoginThrottle
+from chatserver.tokenuse import TokenUse
 
 log = logging.getLogger("chatserver")
 
@@ -43,6 +46,7 @@ def create_app(settings: Settings) -> Litestar:
     handlers: list[Any] = [
         users.router,
         tokens.router,
+        tokens.tokens_router,
         chats.router,
         conversations.router,
         *stream.HANDLERS,
@@ -94,10 +98,24 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     await hub.start()
     stack.push_async_callback(hub.stop)
     events = Events(channels, channels.may_have_listeners)
-    services = Services(settings, db, events, token_cache, hub, last_seen)
+    token_use = TokenUse(db, settings.token_use_resolution_seconds)
+    token_use.start()
+    stack.push_async_callback(token_use.stop)
+    logins = Logins(
+        LoginThrottle(_login_limits(settings), redis), HashGate(settings.hash_concurrency)
+    )
+    services = Services(settings, db, events, token_cache, hub, last_seen, logins, token_use)
     purge = asyncio.create_task(_purge_expired(services))
     stack.callback(purge.cancel)
     return services
+
+
+def _login_limits(settings: Settings) -> Limits:
+    return Limits(
+        threshold=settings.login_failures_before_throttle,
+        per_hour=settings.login_failures_per_hour,
+        backoff_max_ms=int(settings.login_backoff_max_seconds * 1000),
+    )
 
 
 def _redis_client(url: str) -> Redis:
@@ -108,13 +126,16 @@ def _redis_client(url: str) -> Redis:
 
 
 async def _purge_expired(services: Services) -> None:
-    """Forget Idempotency-Keys and events older than they are kept, once an hour."""
+    """Forget Idempotency-Keys, events and tokens older than they are kept, once an hour."""
     while True:
         try:
             keys = await actions.forget_expired_idempotency_keys(services)
             events = await actions.forget_expired_events(services)
-            if keys or events:
-                log.info("forgot %d expired idempotency keys, %d events", keys, events)
+            tokens = await actions.forget_expired_tokens(services)
+            if keys or events or tokens:
+                log.info(
+                    "forgot %d expired idempotency keys, %d events, %d tokens", keys, events, tokens
+                )
         except Exception:  # a failed purge must not stop the server; try again later
             log.exception("purging expired rows failed")
         await asyncio.sleep(PURGE_INTERVAL_SECONDS)

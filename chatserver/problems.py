@@ -60,7 +60,11 @@ def problem_response(
 
 def handle_chat_error(_: Request[Any, Any, Any], exc: ChatError) -> Response[Problem]:
     errors = getattr(exc, "errors", msgspec.UNSET)
-    return problem_response(exc.status, exc.code, exc.title, exc.detail, errors=errors)
+    retry_after = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return problem_response(
+        exc.status, exc.code, exc.title, exc.detail, errors=errors, headers=headers
+    )
 
 
 def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from chatserver.auth import TokenCache
+from chatserver.auth import Logins, TokenCache
 from chatserver.config import Settings
 from chatserver.db import Database, now_us
 from chatserver.events import Events
 from chatserver.hub import Hub
 from chatserver.lastseen import LastSeen
+from chatserver.tokenuse import TokenUse
 from chatserver.views import MessageCache
 
 __all__ = ["Services", "now_us"]
@@ -23,4 +24,6 @@ class Services:
     tokens: TokenCache
     hub: Hub
     last_seen: LastSeen
+    logins: Logins
+    token_use: TokenUse
     messages: MessageCache = field(default_factory=MessageCache)

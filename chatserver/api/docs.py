@@ -36,6 +36,7 @@ PROBLEMS = {
     413: problem("Request body too large", 413, "The body is larger than 64 KiB"),
     415: problem("Unsupported media type", 415, "Send the body as JSON"),
     422: problem("Idempotency-Key reused", 422, "Key already used with another body"),
+    429: problem("Too many attempts", 429, "Too many failed logins: try again in 60 s"),
     503: problem("Service unavailable", 503, "The database cannot be reached right now"),
 }
 

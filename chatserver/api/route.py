@@ -44,7 +44,7 @@ from litestar.openapi.spec import (
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from chatserver.api import docs
-from chatserver.api.deps import Caller, authenticate, header, services_of
+from chatserver.api.deps import Caller, authenticate, client_address, header, services_of
 from chatserver.api.readers import BodyReader, HeaderReader, PathReader, QueryReader
 from chatserver.services import Services
 
@@ -213,7 +213,8 @@ async def _services(_: Request[Any, Any, Any], services: Services) -> Services:
 
 
 async def _caller(request: Request[Any, Any, Any], services: Services) -> Caller:
-    return await authenticate(services, header(request.scope, b"authorization"))
+    scope = request.scope
+    return await authenticate(services, header(scope, b"authorization"), client_address(scope))
 
 
 async def _request(request: Request[Any, Any, Any], _: Services) -> Request[Any, Any, Any]:
