@@ -50,6 +50,7 @@ async def user_with_password(
         raise TooManyAttempts(wait)
     password_hash = user.password_hash if user else passwords.DUMMY_HASH
     if not await logins.gate.verify(client, password_hash, password) or user is None:
+        await logins.throttle.failed(account)
         raise BadCredentials()
     await logins.throttle.succeeded(account)
     return user

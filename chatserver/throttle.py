@@ -61,6 +61,16 @@ redis.call('HSET', KEYS[1], 'fails', fails, 'until', untl, 'window', window, 'co
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 0
 """
+# A check failed: the wait starts again from now (the turn set it from the turn's start).
+_FAILED = """
+local r = redis.call('HMGET', KEYS[1], 'fails', 'until')
+local fails, untl = tonumber(r[1]) or 0, tonumber(r[2]) or 0
+if fails < tonumber(ARGV[2]) then return 0 end
+local now = tonumber(ARGV[1])
+local wait = math.min(1000 * 2 ^ (fails - tonumber(ARGV[2])), tonumber(ARGV[4]))
+redis.call('HSET', KEYS[1], 'until', math.max(untl, now + wait))
+return 0
+"""
 _SUCCEEDED = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local count = tonumber(redis.call('HGET', KEYS[1], 'count')) or 1
@@ -94,10 +104,15 @@ def take_turn(record: Record, now: int, limits: Limits) -> int:
         return record.window + WINDOW_MS - now
     record.fails += 1
     record.count += 1
+    back_off(record, now, limits)
+    return 0
+
+
+def back_off(record: Record, now: int, limits: Limits) -> None:
+    """From ``threshold`` consecutive failures on, no check before 1 s, 2 s, 4 s … from now."""
     if record.fails >= limits.threshold:
         backoff = 1000 * 2 ** min(record.fails - limits.threshold, 40)
-        record.until = now + min(backoff, limits.backoff_max_ms)
-    return 0
+        record.until = max(record.until, now + min(backoff, limits.backoff_max_ms))
 
 
 class LoginThrottle:
@@ -115,6 +130,13 @@ class LoginThrottle:
         if wait is None:  # no Redis, or unreachable: this process's records
             wait = take_turn(self._record(key, now), now, self._limits)
         return None if wait <= 0 else math.ceil(wait / 1000)
+
+    async def failed(self, account: str) -> None:
+        """The password was wrong: the account's wait counts from now."""
+        key, now = record_key(account), now_ms()
+        in_redis = await self._redis_call(_FAILED, key, now, *self._args()) is not None
+        if not in_redis and (local := self._local.get(key)) is not None:
+            back_off(local, now, self._limits)
 
     async def succeeded(self, account: str) -> None:
         """The password was right: clear the failures and give the turn back."""
