@@ -5,8 +5,8 @@ scripts, and keyed by their UTS #39 skeleton so a look-alike of a taken name is 
   NFC), or a reason it is not a valid username;
 - ``key``: the form two names are equal in (UsernameCaseMapped: also lower-cased);
   ``ａｌｉｃｅ``, ``Alice`` and ``alice`` share one;
-- ``skeleton``: UTS #39 §4's skeleton of the key, so ``аlice`` (Cyrillic а) and ``alice``
-  share one; stored in a unique column;
+- ``skeleton``: UTS #39 §4's skeleton of the key (case-folded), so ``аlice`` (Cyrillic
+  а) and ``alice`` share one; stored in a unique column;
 - ``mixes_scripts``: more than one script, beyond the combinations UTS #39 §5.2 calls
   "highly restrictive" (Latin with Han and the Japanese or Korean scripts).
 """
@@ -50,10 +50,12 @@ def key(name: str) -> str | None:
 
 
 def skeleton(name: str) -> str:
-    """UTS #39 skeleton: NFD, each character replaced by its prototype, NFD again."""
+    """UTS #39 skeleton: NFD, each character replaced by its prototype, NFD again; then
+    case-folded, because names are compared without case (a prototype may be upper case:
+    ``0`` maps to ``O``)."""
     table = _prototypes()
     mapped = "".join(table.get(c, c) for c in unicodedata.normalize("NFD", name))
-    return unicodedata.normalize("NFD", mapped)
+    return unicodedata.normalize("NFD", mapped.casefold())
 
 
 def mixes_scripts(name: str) -> bool:
