@@ -86,8 +86,10 @@ class Settings:
     login_backoff_max_seconds: float = setting(
         900.0, "a throttled account waits 1 s, 2 s, 4 s … up to this long between checks"
     )
+    # One hash already runs its 4 lanes on 4 threads: on small machines a second one only
+    # makes both slower (and holds 64 MiB more). Raise it on machines with many cores.
     hash_concurrency: int = setting(
-        2, "password hashes computed at once (64 MiB each); the rest queue, fairly by address"
+        1, "password hashes computed at once (64 MiB each); the rest queue, fairly by address"
     )
 
     def __post_init__(self) -> None:

@@ -4,7 +4,7 @@ served in turn by client address; and the shipped list of common passwords.
 Each argon2id computation holds its memory cost (64 MiB by default) for its whole run, so
 unbounded concurrency let a burst of wrong passwords grow the process by that much per
 request and starve every real login behind it. ``HashGate`` caps the hashes in flight, and
-hands a freed slot to the next *address* in round-robin order rather than to the next
+hands a freed slot to the *address* served least recently rather than to the next
 request: one address sending 64 requests at once waits behind itself, not in front of
 everyone else.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-from collections import OrderedDict, deque
+from collections import deque
 from functools import cache
 from pathlib import Path
 
@@ -26,14 +26,18 @@ DATA = Path(__file__).parent / "data"
 HASHER = PasswordHasher()
 # Checked when a username does not exist, so that costs the same as a wrong password.
 DUMMY_HASH = HASHER.hash("not a real password, only here to spend time")
+MAX_REMEMBERED_CLIENTS = 10_000
 
 
 class HashGate:
-    """At most ``slots`` hash computations at once; waiters served round-robin by client."""
+    """At most ``slots`` hash computations at once; a freed slot goes to the waiting address
+    whose last turn is oldest (one never served first), then to its oldest request."""
 
     def __init__(self, slots: int) -> None:
         self._free = slots
-        self._waiting: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
+        self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
+        self._last_turn: dict[str, int] = {}
+        self._turns = 0
 
     async def hash(self, client: str, password: str) -> str:
         await self._acquire(client)
@@ -52,6 +56,7 @@ class HashGate:
     async def _acquire(self, client: str) -> None:
         if self._free > 0 and not self._waiting:
             self._free -= 1
+            self._took_turn(client)
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(client, deque()).append(turn)
@@ -65,18 +70,25 @@ class HashGate:
             raise
 
     def _release(self) -> None:
-        """Hand the slot to the first waiting request of the next address in turn."""
+        """Hand the slot on (see the class), or free it when nobody waits."""
         while self._waiting:
-            client, queue = next(iter(self._waiting.items()))
+            client = min(self._waiting, key=lambda c: self._last_turn.get(c, 0))
+            queue = self._waiting[client]
             turn = queue.popleft()
-            if queue:
-                self._waiting.move_to_end(client)
-            else:
+            if not queue:
                 del self._waiting[client]
             if not turn.done():
                 turn.set_result(None)
+                self._took_turn(client)
                 return
         self._free += 1
+
+    def _took_turn(self, client: str) -> None:
+        self._turns += 1
+        self._last_turn[client] = self._turns
+        if len(self._last_turn) > MAX_REMEMBERED_CLIENTS:
+            # Only waiting addresses need their last turn remembered.
+            self._last_turn = {c: t for c, t in self._last_turn.items() if c in self._waiting}
 
     def _forget(self, client: str, turn: asyncio.Future[None]) -> None:
         queue = self._waiting.get(client)
