@@ -147,7 +147,8 @@ class Declaration:
         if self.body:
             statuses |= {413, 415}
         if self.authenticated:
-            statuses.add(401)
+            # 429: Basic credentials of an account whose password checks are throttled
+            statuses |= {401, 429}
         return statuses
 
     def responses(self, status: int) -> dict[int, ResponseSpec]:
