@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from chatserver import auth, store
+from chatserver import auth, passwords, store, usernames
 from chatserver.db import Conn, UniqueViolation
 from chatserver.errors import (
     Conflict,
@@ -29,37 +29,95 @@ from chatserver.views import message_out
 # ---------------------------------------------------------------- users and tokens
 
 
-async def create_user(s: Services, body: NewUser) -> store.UserRow:
+async def create_user(s: Services, body: NewUser, client: str) -> store.UserRow:
+    """Sign up: the name by RFC 8265, refused (409) when it mixes scripts or looks like a
+    taken one; the password hashed through the gate."""
     username, email = check_new_user(body)
-    password_hash = await auth.hash_password(body.password)
-    keys = (username.casefold(), email.casefold())
+    if usernames.mixes_scripts(username):
+        raise Conflict("That username mixes scripts (UTS #39): use one script per name")
+    key = usernames.key(username)
+    assert key is not None  # check_new_user enforced the profile
+    skeleton = usernames.skeleton(key)
+    password_hash = await s.logins.gate.hash(client, body.password)
+    keys = (key, email.casefold())
     try:
         async with s.db.transaction() as conn:
-            return await store.insert_user(conn, username, email, password_hash, keys, now_us())
+            return await store.insert_user(
+                conn, username, email, password_hash, keys, now_us(), skeleton
+            )
     except UniqueViolation:
-        raise Conflict(await _which_is_taken(s, keys[0])) from None
+        raise Conflict(await _which_is_taken(s, key, skeleton)) from None
 
 
-async def _which_is_taken(s: Services, username_key: str) -> str:
+async def _which_is_taken(s: Services, username_key: str, skeleton: str) -> str:
     async with s.db.read() as conn:
-        taken = await store.find_user_by_username(conn, username_key) is not None
-    return "That username is already taken" if taken else "That email is already registered"
+        if await store.find_user_by_username(conn, username_key) is not None:
+            return "That username is already taken"
+        if await store.find_user_by_skeleton(conn, skeleton) is not None:
+            return "That username is confusable with a taken one (UTS #39)"
+    return "That email is already registered"
 
 
-async def issue_token(s: Services, body: Login) -> tuple[str, store.UserRow]:
-    """Check a username (or email) and password; return a new token and the user."""
-    user = await auth.user_with_password(s.db, body.username, body.password)
+async def log_in(s: Services, login: str, password: str, client: str) -> store.UserRow:
+    """``auth.user_with_password``; a hash made with older parameters is made again."""
+    user = await auth.user_with_password(s.db, s.logins, login, password, client)
+    if passwords.needs_rehash(user.password_hash):
+        new_hash = await s.logins.gate.hash(client, password)
+        async with s.db.transaction() as conn:
+            await store.set_password_hash(conn, user.id, user.password_hash, new_hash)
+    return user
+
+
+async def issue_token(s: Services, body: Login, client: str) -> tuple[str, store.UserRow]:
+    """Check a username (or email) and password; return a new token and the user. Beyond
+    the user's token limit, the oldest go."""
+    user = await log_in(s, body.username, body.password, client)
     token = auth.new_token()
     async with s.db.transaction() as conn:
         await store.insert_token(conn, user.id, auth.token_hash(token), now_us())
+        dropped = await store.trim_tokens(conn, user.id, s.settings.max_tokens_per_user)
+    _revoked(s, user.id, dropped)
     return token, user
 
 
 async def revoke_token(s: Services, user_id: int, token_hash: str) -> None:
     async with s.db.transaction() as conn:
         await store.delete_token(conn, token_hash)
-    s.tokens.evict_token(token_hash)
-    s.events.revoke_token(user_id, token_hash)
+    _revoked(s, user_id, [token_hash])
+
+
+async def revoke_token_by_id(s: Services, user_id: int, token_id: int) -> None:
+    """Revoke one of the user's tokens; NotFound when they have none with this id."""
+    async with s.db.transaction() as conn:
+        token_hash = await store.delete_token_of(conn, user_id, token_id)
+    if token_hash is None:
+        raise NotFound("You have no token with that id")
+    _revoked(s, user_id, [token_hash])
+
+
+async def revoke_other_tokens(s: Services, user_id: int, current: str | None) -> None:
+    """Revoke every token of the user but ``current`` (all of them when None)."""
+    async with s.db.transaction() as conn:
+        dropped = await store.delete_tokens_except(conn, user_id, current)
+    _revoked(s, user_id, dropped)
+
+
+def _revoked(s: Services, user_id: int, token_hashes: list[str]) -> None:
+    """After the commit: out of this node's cache, and streams closed on every node."""
+    for token_hash in token_hashes:
+        s.tokens.evict_token(token_hash)
+        s.events.revoke_token(user_id, token_hash)
+
+
+async def forget_expired_tokens(s: Services) -> int:
+    """Delete tokens unused for their time to live (they are already refused)."""
+    async with s.db.transaction() as conn:
+        return await store.delete_tokens_unused_since(conn, token_cutoff(s))
+
+
+def token_cutoff(s: Services) -> int:
+    """A token last used (or created) at or before this time (µs) has expired."""
+    return now_us() - int(s.settings.token_ttl_days * 86_400_000_000)
 
 
 async def delete_user(s: Services, user_id: int) -> None:

@@ -17,7 +17,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from chatserver import actions
 from chatserver.api import blocks, chats, conversations, events, health, stream, tokens, users
 from chatserver.api.openapi import openapi_config
-from chatserver.auth import TokenCache
+from chatserver.auth import Logins, TokenCache
 from chatserver.broker import BoundedSubscriber, ChatChannels, ChatRedisBackend
 from chatserver.config import Settings
 from chatserver.db import open_database
@@ -25,11 +25,14 @@ from chatserver.events import Events
 from chatserver.hub import Hub
 from chatserver.lastseen import LastSeen
 from chatserver.middleware import RequestContext
+from chatserver.passwords import HashGate
 from chatserver.presence import LocalPresence, RedisPresence
 from chatserver.problems import EXCEPTION_HANDLERS
 from chatserver.ratelimit import RateLimiter
 from chatserver.searchindex import SearchPurge
 from chatserver.services import Services
+from chatserver.throttle import Limits, LoginThrottle
+from chatserver.tokenuse import TokenUse
 from chatserver.typing_relay import TypingWindow
 from chatserver.views import MessageCache
 
@@ -49,6 +52,7 @@ def create_app(settings: Settings) -> Litestar:
     handlers: list[Any] = [
         users.router,
         tokens.router,
+        tokens.tokens_router,
         chats.router,
         conversations.router,
         blocks.router,
@@ -146,14 +150,37 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     search_purge = SearchPurge(db, settings.search_purge_seconds)
     search_purge.start()
     stack.push_async_callback(search_purge.stop)
-    typing = TypingWindow(redis)
-    limits = RateLimiter(settings, redis)
+    token_use = TokenUse(db, settings.token_use_resolution_seconds)
+    token_use.start()
+    stack.push_async_callback(token_use.stop)
+    logins = Logins(
+        LoginThrottle(_login_limits(settings), redis), HashGate(settings.hash_concurrency)
+    )
     services = Services(
-        settings, db, events, token_cache, hub, last_seen, typing, limits, messages, search_purge
+        settings,
+        db,
+        events,
+        token_cache,
+        hub,
+        last_seen,
+        TypingWindow(redis),
+        RateLimiter(settings, redis),
+        logins,
+        token_use,
+        messages,
+        search_purge,
     )
     purge = asyncio.create_task(_purge_expired(services))
     stack.callback(purge.cancel)
     return services
+
+
+def _login_limits(settings: Settings) -> Limits:
+    return Limits(
+        threshold=settings.login_failures_before_throttle,
+        per_hour=settings.login_failures_per_hour,
+        backoff_max_ms=int(settings.login_backoff_max_seconds * 1000),
+    )
 
 
 def _redis_client(url: str) -> Redis:
@@ -164,13 +191,16 @@ def _redis_client(url: str) -> Redis:
 
 
 async def _purge_expired(services: Services) -> None:
-    """Forget Idempotency-Keys and events older than they are kept, once an hour."""
+    """Forget Idempotency-Keys, events and tokens older than they are kept, once an hour."""
     while True:
         try:
             keys = await actions.forget_expired_idempotency_keys(services)
             events = await actions.forget_expired_events(services)
-            if keys or events:
-                log.info("forgot %d expired idempotency keys, %d events", keys, events)
+            tokens = await actions.forget_expired_tokens(services)
+            if keys or events or tokens:
+                log.info(
+                    "forgot %d expired idempotency keys, %d events, %d tokens", keys, events, tokens
+                )
         except Exception:  # a failed purge must not stop the server; try again later
             log.exception("purging expired rows failed")
         await asyncio.sleep(PURGE_INTERVAL_SECONDS)

@@ -9,51 +9,56 @@ import hashlib
 import secrets
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import NamedTuple
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
-
-from chatserver import store
+from chatserver import passwords, store, usernames
 from chatserver.db import Database
-from chatserver.errors import BadCredentials, NotAuthenticated
-
-# argon2-cffi's defaults are argon2id with RFC 9106's low-memory profile.
-_hasher = PasswordHasher()
-# Checked when a username does not exist, so that costs the same as a wrong password.
-_DUMMY_HASH = _hasher.hash("not a real password, only here to spend time")
+from chatserver.errors import BadCredentials, NotAuthenticated, TooManyAttempts
+from chatserver.passwords import HashGate
+from chatserver.throttle import LoginThrottle
 
 TOKEN_BYTES = 32  # 256 bits from secrets
 
 
+@dataclass(frozen=True, slots=True)
+class Logins:
+    """What a password check goes through: the per-account throttle, then the hash gate."""
+
+    throttle: LoginThrottle
+    gate: HashGate
+
+
 async def hash_password(password: str) -> str:
-    """argon2id hash, computed off the event loop (it takes tens of milliseconds)."""
-    return await asyncio.to_thread(_hasher.hash, password)
+    """argon2id hash, computed off the event loop, outside any gate (command-line tools)."""
+    return await asyncio.to_thread(passwords.HASHER.hash, password)
 
 
-async def verify_password(password_hash: str | None, password: str) -> bool:
-    """True when ``password`` matches; with no hash, spends the same time and says False."""
-    return await asyncio.to_thread(_verify, password_hash or _DUMMY_HASH, password) and bool(
-        password_hash
-    )
-
-
-async def user_with_password(db: Database, login: str, password: str) -> store.UserRow:
+async def user_with_password(
+    db: Database, logins: Logins, login: str, password: str, client: str
+) -> store.UserRow:
     """The user whose username (or email) is ``login``, if ``password`` is theirs; else
-    BadCredentials, after the same work whether or not the user exists."""
+    BadCredentials, after the same work whether or not the user exists.
+
+    TooManyAttempts, without checking anything, while the account (or the unknown name)
+    is throttled (see throttle.py)."""
+    username_key, email_key = login_keys(login)
     async with db.read() as conn:
-        user = await store.find_user_by_login(conn, login.casefold())
-    if not await verify_password(user.password_hash if user else None, password):
+        user = await store.find_user_by_login(conn, username_key, email_key)
+    account = f"user:{user.id}" if user else f"name:{username_key}"
+    if (wait := await logins.throttle.acquire(account)) is not None:
+        raise TooManyAttempts(wait)
+    password_hash = user.password_hash if user else passwords.DUMMY_HASH
+    if not await logins.gate.verify(client, password_hash, password) or user is None:
+        await logins.throttle.failed(account)
         raise BadCredentials()
-    assert user is not None  # verify_password is False without a hash
+    await logins.throttle.succeeded(account)
     return user
 
 
-def _verify(password_hash: str, password: str) -> bool:
-    try:
-        return _hasher.verify(password_hash, password)
-    except (VerificationError, InvalidHashError):
-        return False
+def login_keys(login: str) -> tuple[str, str]:
+    """(username key, email key) of what someone typed as their username or email."""
+    return usernames.key(login) or login.casefold(), login.casefold()
 
 
 def new_token() -> str:

@@ -108,6 +108,29 @@ class Settings:
     max_header_bytes: int = setting(
         32 * 1024, "request heads larger than this get 431 and the connection is closed"
     )
+    token_ttl_days: float = setting(
+        30.0, "a bearer token unused for this many days is refused (and later deleted)"
+    )
+    token_use_resolution_seconds: float = setting(
+        3600.0, "a token's last_used_at is written at most this often, so requests stay read-only"
+    )
+    max_tokens_per_user: int = setting(
+        100, "live tokens per user; issuing one more revokes the oldest"
+    )
+    login_failures_before_throttle: int = setting(
+        10, "consecutive failed password checks for one account before it is throttled (429)"
+    )
+    login_failures_per_hour: int = setting(
+        100, "failed password checks evaluated per account per hour, at most"
+    )
+    login_backoff_max_seconds: float = setting(
+        900.0, "a throttled account waits 1 s, 2 s, 4 s … up to this long between checks"
+    )
+    # One hash already runs its 4 lanes on 4 threads: on small machines a second one only
+    # makes both slower (and holds 64 MiB more). Raise it on machines with many cores.
+    hash_concurrency: int = setting(
+        1, "password hashes computed at once (64 MiB each); the rest queue, fairly by address"
+    )
 
     def __post_init__(self) -> None:
         validate(self)
@@ -211,6 +234,13 @@ POSITIVE = (
     "header_timeout_seconds",
     "keepalive_timeout_seconds",
     "max_header_bytes",
+    "token_ttl_days",
+    "token_use_resolution_seconds",
+    "max_tokens_per_user",
+    "login_failures_before_throttle",
+    "login_failures_per_hour",
+    "login_backoff_max_seconds",
+    "hash_concurrency",
 )
 
 

@@ -104,3 +104,15 @@ class IdempotencyMismatch(ChatError):
     status = 422
     code = "idempotency-key-reused"
     title = "Idempotency-Key reused with a different request"
+
+
+class TooManyAttempts(ChatError):
+    """Too many failed password checks for one account: retry after ``retry_after`` s."""
+
+    status = 429
+    code = "too-many-attempts"
+    title = "Too many attempts"
+
+    def __init__(self, retry_after: int, detail: str | None = None) -> None:
+        super().__init__(detail or f"Too many failed logins: try again in {retry_after} s")
+        self.retry_after = retry_after

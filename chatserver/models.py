@@ -35,8 +35,12 @@ users = Table(
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
     Column("username", String(30), nullable=False),
-    # casefolded copies, computed in Python so both engines agree on "ignoring case"
+    # comparison keys computed in Python so both engines agree: the username by RFC 8265
+    # (UsernameCaseMapped, see usernames.py), the email casefolded
     Column("username_key", String(120), nullable=False, unique=True),
+    # the key's UTS #39 skeleton (see usernames.py): no two accounts look alike. NULL only
+    # for an account older than the rule whose skeleton an older account already had.
+    Column("username_skeleton", String(120), nullable=True),
     Column("email", String(254), nullable=False),
     Column("email_key", String(254), nullable=False, unique=True),
     Column("password_hash", String(200), nullable=False),
@@ -49,6 +53,7 @@ users = Table(
     Column("unread_total", BigInteger, nullable=False, server_default="0"),
     # the position of the user's latest event (see ``events``)
     Column("event_pos", BigInteger, nullable=False, server_default="0"),
+    Index("ix_users_username_skeleton", "username_skeleton", unique=True),
     # SQLite needs AUTOINCREMENT so that ids of deleted rows are never handed out again.
     sqlite_autoincrement=True,
 )
@@ -61,6 +66,9 @@ tokens = Table(
     # sha256 of the token: the token itself is never stored
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", BigInteger, nullable=False),
+    # written at most once per CHAT_TOKEN_USE_RESOLUTION_SECONDS (see tokenuse.py); a token
+    # unused for CHAT_TOKEN_TTL_DAYS (counted from created_at when never used) is refused
+    Column("last_used_at", BigInteger, nullable=True),
     # SQLite needs AUTOINCREMENT so that ids of deleted rows are never handed out again.
     sqlite_autoincrement=True,
 )

@@ -13,6 +13,7 @@ from typing import Annotated
 import msgspec
 from email_validator import EmailNotValidError, validate_email
 
+from chatserver import passwords, usernames
 from chatserver.errors import InvalidInput
 
 # The largest id either engine stores; bigger values can only be "not found" or invalid.
@@ -326,6 +327,27 @@ class BlockList(msgspec.Struct):
     blocks: list[BlockOut]
 
 
+class TokenPath(msgspec.Struct, frozen=True):
+    token_id: Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
+
+
+class TokenInfo(msgspec.Struct):
+    """One of the caller's tokens (never the token itself)."""
+
+    id: int
+    created_at: datetime
+    # written at most once per CHAT_TOKEN_USE_RESOLUTION_SECONDS; null until first written
+    last_used_at: datetime | None
+    # True for the token that made this request
+    current: bool
+
+
+class TokenList(msgspec.Struct):
+    """The caller's live tokens, newest first."""
+
+    tokens: list[TokenInfo]
+
+
 class TokenOut(msgspec.Struct):
     """A new Bearer token, and whose it is."""
 
@@ -350,8 +372,9 @@ def bad_text(value: str) -> str | None:
 def check_new_user(body: NewUser) -> tuple[str, str]:
     """Validate a sign-up; return the normalised (username, email) or raise InvalidInput."""
     errors: dict[str, list[str]] = {}
-    if not USERNAME_RE.fullmatch(body.username):
-        errors["username"] = ["1–30 characters: letters, digits and . @ + - _ only"]
+    username, why = check_username(body.username)
+    if why:
+        errors["username"] = [why]
     email, why = normalise_email(body.email)
     if why:
         errors["email"] = [why]
@@ -359,7 +382,17 @@ def check_new_user(body: NewUser) -> tuple[str, str]:
         errors["password"] = [problem]
     if errors:
         raise InvalidInput(errors)
-    return body.username, email
+    return username, email
+
+
+def check_username(raw: str) -> tuple[str, str | None]:
+    """The name as stored (RFC 8265, see usernames.py), or why it cannot be one."""
+    if (why := bad_text(raw)) is not None:
+        return raw, why
+    username, why = usernames.enforce(raw)
+    if why is None and not USERNAME_RE.fullmatch(username):
+        why = "1–30 characters: letters, digits and . @ + - _ only"
+    return username, why
 
 
 def normalise_email(raw: str) -> tuple[str, str | None]:
@@ -381,6 +414,8 @@ def password_problem(password: str) -> str | None:
         return f"{PASSWORD_MIN}–{PASSWORD_MAX} characters"
     if password.isdigit():
         return "must not be entirely digits"
+    if passwords.is_common(password):
+        return "is a commonly used password (NIST SP 800-63B): choose a less guessable one"
     return None
 
 

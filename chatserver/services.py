@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from chatserver.auth import TokenCache
+from chatserver.auth import Logins, TokenCache
 from chatserver.config import Settings
 from chatserver.db import Database, now_us
 from chatserver.events import Events
@@ -13,6 +13,7 @@ from chatserver.hub import Hub
 from chatserver.lastseen import LastSeen
 from chatserver.ratelimit import RateLimiter
 from chatserver.searchindex import SearchPurge
+from chatserver.tokenuse import TokenUse
 from chatserver.views import MessageCache
 
 if TYPE_CHECKING:
@@ -31,6 +32,8 @@ class Services:
     last_seen: LastSeen
     typing: TypingWindow
     limits: RateLimiter
+    logins: Logins
+    token_use: TokenUse
     messages: MessageCache = field(default_factory=MessageCache)
     search_purge: SearchPurge | None = None
 

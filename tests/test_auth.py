@@ -10,7 +10,7 @@ import base64
 import pytest
 from litestar.testing import AsyncTestClient
 
-from chatserver import auth
+from chatserver import auth, passwords
 from chatserver.auth import TokenCache
 from tests.helpers import PASSWORD, Api, assert_401, basic, bearer, query_database
 
@@ -99,13 +99,13 @@ async def test_a_401_does_not_say_whether_the_user_exists(api: Api) -> None:
 def argon2_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records each argon2 password verification the server runs (by password)."""
     calls: list[str] = []
-    real = auth._verify
+    real = passwords._verify
 
     def counting(password_hash: str, password: str) -> bool:
         calls.append(password)
         return real(password_hash, password)
 
-    monkeypatch.setattr(auth, "_verify", counting)
+    monkeypatch.setattr(passwords, "_verify", counting)
     return calls
 
 

@@ -145,7 +145,7 @@ def _token_for(client: TestClient, database_url: str, user_id: int) -> str:  # t
         database_url,
         [
             "INSERT INTO tokens (user_id, token_hash, created_at)"
-            f" VALUES ({user_id}, '{auth.token_hash(token)}', 0)"
+            f" VALUES ({user_id}, '{auth.token_hash(token)}', {now_us()})"
         ],
     )
     return token
@@ -307,3 +307,37 @@ def index_names(database_url: str, table: str) -> set[str]:
     else:
         sql = f"SELECT indexname FROM pg_indexes WHERE tablename = '{table}'"
     return {row[0] for row in query_database(database_url, sql)}
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgres"])
+def test_migrating_existing_users_keys_them_by_rfc_8265_with_skeletons(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """0007 keys usernames by UsernameCaseMapped and gives each a skeleton; a later account
+    whose skeleton an earlier one has keeps none (the unique index allows many NULLs)."""
+    url = (
+        f"sqlite:///{tmp_path / 'chat.db'}"
+        if engine == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    upgrade(url, "0003")
+    names = ["Alice", "\u0430lice", "Stra\u00dfe", "bob"]  # Cyrillic а; ß casefolds to ss
+    execute_all(
+        url,
+        [
+            "INSERT INTO users (id, username, username_key, email, email_key, password_hash,"
+            f" date_joined) VALUES ({n}, '{name}', '{name.casefold()}', 'u{n}@e.com',"
+            f" 'u{n}@e.com', 'x', 0)"
+            for n, name in enumerate(names, start=1)
+        ],
+    )
+
+    upgrade(url)
+
+    rows = query_database(url, "SELECT username_key, username_skeleton FROM users ORDER BY id")
+    assert [tuple(row) for row in rows] == [
+        ("alice", "alice"),
+        ("\u0430lice", None),  # looks like Alice, who came first
+        ("stra\u00dfe", "strasse"),  # skeletons are case-folded
+        ("bob", "bob"),
+    ]

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 from litestar import Request
 from litestar.connection import ASGIConnection
 
-from chatserver import auth, store
+from chatserver import actions, auth, store
 from chatserver.errors import NotAuthenticated, RateLimited
 from chatserver.services import Services
 
@@ -26,12 +26,14 @@ def services_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Services:
     return services
 
 
-async def authenticate(s: Services, header: str | None) -> Caller:
-    """Resolve an Authorization header to a caller, or raise NotAuthenticated."""
+async def authenticate(s: Services, header: str | None, client: str) -> Caller:
+    """Resolve an Authorization header to a caller, or raise NotAuthenticated (or
+    TooManyAttempts: Basic credentials go through the login throttle). ``client``: the
+    address whose turn a password check takes in the hash gate."""
     credentials = auth.parse_authorization(header)
     if isinstance(credentials, auth.BearerCredentials):
         return await _bearer(s, credentials.token_hash)
-    user = await auth.user_with_password(s.db, credentials.username, credentials.password)
+    user = await actions.log_in(s, credentials.username, credentials.password, client)
     return Caller(user.id)
 
 
@@ -39,10 +41,11 @@ async def _bearer(s: Services, token_hash: str) -> Caller:
     user_id = s.tokens.get(token_hash)
     if user_id is None:
         async with s.db.read() as conn:
-            user_id = await store.find_token_user(conn, token_hash)
+            user_id = await store.find_token_user(conn, token_hash, actions.token_cutoff(s))
         if user_id is None:
-            raise NotAuthenticated("The token is invalid or has been revoked")
+            raise NotAuthenticated("The token is invalid, expired or revoked")
         s.tokens.put(token_hash, user_id)
+    s.token_use.note(token_hash)
     return Caller(user_id, token_hash)
 
 

@@ -166,7 +166,8 @@ class Declaration:
         if self.body:
             statuses |= {413, 415}
         if self.authenticated:
-            statuses.add(401)
+            # 429 also for Basic credentials of an account whose password checks are throttled
+            statuses |= {401, 429}
         if self.limit is not None:
             statuses.add(429)
         return statuses
@@ -246,7 +247,8 @@ async def _services(_: Request[Any, Any, Any], services: Services) -> Services:
 
 
 async def _caller(request: Request[Any, Any, Any], services: Services) -> Caller:
-    return await authenticate(services, header(request.scope, b"authorization"))
+    scope = request.scope
+    return await authenticate(services, header(scope, b"authorization"), client_address(scope))
 
 
 async def _request(request: Request[Any, Any, Any], _: Services) -> Request[Any, Any, Any]:

@@ -17,11 +17,18 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from chatserver import store
+from chatserver.actions import token_cutoff
 from chatserver.api import route
-from chatserver.api.deps import Caller, authenticate, header, services_of
+from chatserver.api.deps import Caller, authenticate, client_address, header, services_of
 from chatserver.api.readers import QueryReader
 from chatserver.config import MAX_FRAME_BYTES
-from chatserver.errors import ChatError, InvalidInput, NotAcceptable, NotAuthenticated
+from chatserver.errors import (
+    ChatError,
+    InvalidInput,
+    NotAcceptable,
+    NotAuthenticated,
+    TooManyAttempts,
+)
 from chatserver.hub import CLOSE_REVOKED, CLOSE_TOO_MANY_STREAMS, StreamHandle, TooManyStreams
 from chatserver.schemas import MAX_ID, StreamHeaders, StreamQuery, TypingFrame
 from chatserver.services import Services
@@ -109,6 +116,9 @@ async def stream_socket(socket: WebSocket[Any, Any, Any]) -> None:
     except (NotAuthenticated, TimeoutError, WebSocketDisconnect):
         await _close(socket, CLOSE_REVOKED)
         return
+    except TooManyAttempts:  # Basic credentials of a throttled account
+        await _close(socket, CLOSE_TRY_AGAIN)
+        return
     try:
         services.hub.admit(caller.user_id)
     except TooManyStreams as exc:
@@ -165,7 +175,8 @@ async def _close_if_revoked_meanwhile(
     no stream to close: check once more, now that later revocations will find it."""
     async with services.db.read() as conn:
         if caller.token_hash is not None:
-            valid = await store.find_token_user(conn, caller.token_hash) == caller.user_id
+            user_id = await store.find_token_user(conn, caller.token_hash, token_cutoff(services))
+            valid = user_id == caller.user_id
         else:
             valid = await store.get_user(conn, caller.user_id) is not None
     if not valid:
@@ -177,14 +188,14 @@ async def _authenticate_socket(
 ) -> tuple[Caller, Resume]:
     authorization = header(socket.scope, b"authorization")
     if authorization:
-        return await authenticate(services, authorization), resume
+        return await authenticate(services, authorization, client_address(socket.scope)), resume
     async with asyncio.timeout(AUTH_TIMEOUT_SECONDS):
         frame = await socket.receive_data("text")
     try:
         auth = _decode_auth(frame)
     except msgspec.DecodeError:
         raise NotAuthenticated("the first frame must be {'type': 'auth', 'token': …}") from None
-    caller = await authenticate(services, f"Bearer {auth.token}")
+    caller = await authenticate(services, f"Bearer {auth.token}", client_address(socket.scope))
     return caller, resume.overridden_by(Resume(auth.since, auth.after_id))
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from litestar import Router
+from typing import Any
 
-from chatserver import actions, store
+from litestar import Request, Router
+
+from chatserver import actions, store, usernames
 from chatserver.api import route
-from chatserver.api.deps import Caller
+from chatserver.api.deps import Caller, client_address
 from chatserver.errors import InvalidInput, NotFound
 from chatserver.schemas import DeleteMeQuery, NewUser, UserOut, UserQuery
 from chatserver.services import Services
@@ -14,9 +16,15 @@ from chatserver.views import user_out
 
 
 @route.post("/", status_code=201, errors=(409,), limit="signup")
-async def create_user(services: Services, body: NewUser) -> UserOut:
-    """Create a user (no authentication needed)."""
-    user = await actions.create_user(services, body)
+async def create_user(
+    services: Services, request: Request[Any, Any, Any], body: NewUser
+) -> UserOut:
+    """Create a user (no authentication needed).
+
+    The username is compared by RFC 8265 (UsernameCaseMapped: case and width do not make
+    a new name); one that mixes scripts or is confusable with a taken one (UTS #39) gets
+    409. A password on the shipped list of common passwords gets 400."""
+    user = await actions.create_user(services, body, client_address(request.scope))
     return user_out(user, viewer_id=user.id, online=False)
 
 
@@ -30,7 +38,8 @@ async def get_user(services: Services, caller: Caller, query: UserQuery) -> User
         raise InvalidInput({"user_id": ["give user_id or username, not both"]})
     async with services.db.read() as conn:
         if query.username is not None:
-            user = await store.find_user_by_username(conn, query.username.casefold())
+            key = usernames.key(query.username) or query.username.casefold()
+            user = await store.find_user_by_username(conn, key)
         else:
             user_id = caller.user_id if query.user_id is None else query.user_id
             user = await store.get_user(conn, user_id)

@@ -29,18 +29,27 @@ def _user(row: Row | None) -> UserRow | None:
 
 
 async def insert_user(
-    conn: Conn, username: str, email: str, password_hash: str, keys: tuple[str, str], now: int
+    conn: Conn,
+    username: str,
+    email: str,
+    password_hash: str,
+    keys: tuple[str, str],
+    now: int,
+    skeleton: str | None = None,
 ) -> UserRow:
-    """Insert a user; raises UniqueViolation when the username or email key is taken."""
+    """Insert a user; raises UniqueViolation when the username, its skeleton (see
+    usernames.py) or the email key is taken."""
     row = await conn.fetch_one(
-        "INSERT INTO users (username, username_key, email, email_key, password_hash, date_joined)"
-        f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {USER_COLUMNS}",
+        "INSERT INTO users (username, username_key, email, email_key, password_hash,"
+        " date_joined, username_skeleton) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        f" RETURNING {USER_COLUMNS}",
         username,
         keys[0],
         email,
         keys[1],
         password_hash,
         now,
+        skeleton,
     )
     assert row is not None
     return UserRow(*row)
@@ -63,10 +72,23 @@ async def find_user_by_username(conn: Conn, username_key: str) -> UserRow | None
     return _user(await conn.fetch_one(sql, username_key))
 
 
-async def find_user_by_login(conn: Conn, key: str) -> UserRow | None:
-    """The user whose username or email matches ``key`` (already casefolded)."""
-    sql = f"SELECT {USER_COLUMNS} FROM users WHERE username_key = $1 OR email_key = $1"
-    return _user(await conn.fetch_one(sql, key))
+async def find_user_by_login(
+    conn: Conn, username_key: str, email_key: str | None = None
+) -> UserRow | None:
+    """The user whose username key or email key (default: the same) matches."""
+    sql = f"SELECT {USER_COLUMNS} FROM users WHERE username_key = $1 OR email_key = $2"
+    return _user(await conn.fetch_one(sql, username_key, email_key or username_key))
+
+
+async def find_user_by_skeleton(conn: Conn, skeleton: str) -> UserRow | None:
+    sql = f"SELECT {USER_COLUMNS} FROM users WHERE username_skeleton = $1"
+    return _user(await conn.fetch_one(sql, skeleton))
+
+
+async def set_password_hash(conn: Conn, user_id: int, old: str, new: str) -> bool:
+    """Replace the hash, unless it changed meanwhile (then the newer one stays)."""
+    sql = "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2"
+    return await conn.execute(sql, user_id, old, new) == 1
 
 
 async def set_last_seen(conn: Conn, user_id: int, now: int) -> None:
@@ -172,27 +194,6 @@ async def take_event_positions(conn: Conn, user_id: int, count: int = 1) -> int 
 async def current_event_pos(conn: Conn, user_id: int) -> int:
     """The position of the user's latest event (0 before the first)."""
     return await user_counter(conn, user_id, "event_pos")
-
-
-# ---------------------------------------------------------------- tokens
-
-
-async def insert_token(conn: Conn, user_id: int, token_hash: str, now: int) -> None:
-    await conn.execute(
-        "INSERT INTO tokens (user_id, token_hash, created_at) VALUES ($1, $2, $3)",
-        user_id,
-        token_hash,
-        now,
-    )
-
-
-async def find_token_user(conn: Conn, token_hash: str) -> int | None:
-    value = await conn.fetch_val("SELECT user_id FROM tokens WHERE token_hash = $1", token_hash)
-    return None if value is None else int(value)
-
-
-async def delete_token(conn: Conn, token_hash: str) -> None:
-    await conn.execute("DELETE FROM tokens WHERE token_hash = $1", token_hash)
 
 
 async def user_counter(conn: Conn, user_id: int, column: str) -> int:

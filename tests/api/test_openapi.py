@@ -33,13 +33,16 @@ ROUTES = {
     ("/api/v1/users/", "post"): {"201", "400", "409", "413", "415"},
     ("/api/v1/users/", "get"): {"200", "400", "401", "404"},
     ("/api/v1/users/", "delete"): {"204", "401"},
-    ("/api/v1/auth/token/", "post"): {"200", "400", "401", "413", "415"},
+    ("/api/v1/auth/token/", "post"): {"200", "400", "401", "413", "415", "429"},
     ("/api/v1/auth/token/", "delete"): {"204", "401"},
     ("/api/v1/chats/", "post"): {"201", "400", "401", "403", "404", "413", "415", "422"},
     ("/api/v1/blocks/", "get"): {"200", "401"},
     ("/api/v1/blocks/{user_id}", "put"): {"204", "400", "401", "404"},
     ("/api/v1/blocks/{user_id}", "delete"): {"204", "400", "401", "404"},
     ("/api/v1/conversations/{user_id}/typing", "post"): {"204", "400", "401", "404"},
+    ("/api/v1/auth/tokens/", "get"): {"200", "401", "429"},
+    ("/api/v1/auth/tokens/", "delete"): {"204", "401"},
+    ("/api/v1/auth/tokens/{token_id}/", "delete"): {"204", "400", "401", "404"},
     ("/api/v1/chats/", "get"): {"200", "400", "401"},
     ("/healthz", "get"): {"200", "503"},
 }
@@ -130,6 +133,7 @@ def test_openapi_documents_editing_and_deleting_messages(
         ("/api/v1/chats/", "post", "201", "MessageOut"),
         ("/api/v1/chats/", "get", "200", "MessagePage"),
         ("/api/v1/users/", "get", "200", "UserOut"),
+        ("/api/v1/auth/tokens/", "get", "200", "TokenList"),
     ],
 )
 def test_openapi_documents_the_success_bodies(
