@@ -11,11 +11,12 @@ from typing import NamedTuple
 import msgspec
 
 from chatserver import auth, store
-from chatserver.db import Conn, UniqueViolation
-from chatserver.errors import Conflict, IdempotencyMismatch, NotFound
+from chatserver.db import Conn, Database, UniqueViolation
+from chatserver.errors import Conflict, Forbidden, IdempotencyMismatch, NotFound
 from chatserver.events import MESSAGE, READ, RECEIVED
 from chatserver.schemas import Login, MessageOut, NewMessage, NewUser, check_new_user
 from chatserver.services import Services, now_us
+from chatserver.store import admin as store_admin
 from chatserver.streams import subscription
 from chatserver.views import message_out
 
@@ -23,19 +24,45 @@ from chatserver.views import message_out
 
 
 async def create_user(s: Services, body: NewUser) -> store.UserRow:
+    """Sign up through the API, as the server's registration mode allows."""
+    invite_hash = check_registration(s.settings.registration, body.invite)
     username, email = check_new_user(body)
     password_hash = await auth.hash_password(body.password)
+    return await add_user(s.db, username, email, password_hash, invite_hash)
+
+
+def check_registration(mode: str, invite: str | None) -> str | None:
+    """Raise Forbidden when this sign-up is not allowed; the invite's hash when one is needed.
+    Checked before the password is hashed: a refused sign-up costs no argon2 work."""
+    if mode == "closed":
+        raise Forbidden("Sign-up is closed on this server; an operator creates accounts")
+    if mode != "invite":
+        return None
+    if not invite:
+        raise Forbidden("Sign-up on this server needs an invite code: send it as 'invite'")
+    return auth.token_hash(invite)
+
+
+async def add_user(
+    db: Database, username: str, email: str, password_hash: str, invite_hash: str | None = None
+) -> store.UserRow:
+    """Store a new account (taking one use of the invite, when given, in the same
+    transaction: a sign-up that fails does not use it up)."""
     keys = (username.casefold(), email.casefold())
     try:
-        async with s.db.transaction() as conn:
+        async with db.transaction() as conn:
+            if invite_hash is not None and not await store_admin.use_invite(
+                conn, invite_hash, now_us()
+            ):
+                raise Forbidden("That invite code is unknown, used up or expired")
             return await store.insert_user(conn, username, email, password_hash, keys, now_us())
     except UniqueViolation:
-        raise Conflict(await _which_is_taken(s, keys[0])) from None
+        raise Conflict(await _which_is_taken(db, keys[0])) from None
 
 
-async def _which_is_taken(s: Services, username_key: str) -> str:
-    async with s.db.read() as conn:
-        taken = await store.find_user_by_username(conn, username_key) is not None
+async def _which_is_taken(db: Database, username_key: str) -> str:
+    async with db.read() as conn:
+        taken = await store.username_taken(conn, username_key)
     return "That username is already taken" if taken else "That email is already registered"
 
 

@@ -13,6 +13,7 @@ from litestar.channels.backends.memory import MemoryChannelsBackend
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from chatserver import actions
+from chatserver.admin import actions as admin_actions
 from chatserver.api import chats, conversations, events, health, stream, tokens, users
 from chatserver.api.openapi import openapi_config
 from chatserver.auth import TokenCache
@@ -25,11 +26,14 @@ from chatserver.lastseen import LastSeen
 from chatserver.middleware import RequestContext
 from chatserver.presence import LocalPresence, RedisPresence
 from chatserver.problems import EXCEPTION_HANDLERS
+from chatserver.revocations import RevocationFollower
 from chatserver.services import Services
 
 log = logging.getLogger("chatserver")
 
 PURGE_INTERVAL_SECONDS = 3600
+# Far longer than any node takes to poll them (revocations.py), so none is missed.
+REVOCATIONS_KEPT_SECONDS = 86_400
 REDIS_CONNECTIONS = 64
 
 
@@ -93,6 +97,9 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     hub = Hub(channels, presence, token_cache, last_seen)
     await hub.start()
     stack.push_async_callback(hub.stop)
+    follower = RevocationFollower(db, hub)
+    await follower.start()
+    stack.push_async_callback(follower.stop)
     events = Events(channels, channels.may_have_listeners)
     services = Services(settings, db, events, token_cache, hub, last_seen)
     purge = asyncio.create_task(_purge_expired(services))
@@ -113,6 +120,7 @@ async def _purge_expired(services: Services) -> None:
         try:
             keys = await actions.forget_expired_idempotency_keys(services)
             events = await actions.forget_expired_events(services)
+            await admin_actions.forget_old_revocations(services.db, REVOCATIONS_KEPT_SECONDS)
             if keys or events:
                 log.info("forgot %d expired idempotency keys, %d events", keys, events)
         except Exception:  # a failed purge must not stop the server; try again later

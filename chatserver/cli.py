@@ -1,4 +1,4 @@
-"""``chatserver serve|migrate|bulk-load``: the command line."""
+"""``chatserver serve|migrate|bulk-load|users|tokens|invites|stats|backup|restore``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from chatserver.admin.backup import BACKUP_COMMANDS, add_backup_commands, run_backup
+from chatserver.admin.commands import ADMIN_COMMANDS, add_commands
+from chatserver.admin.commands import run as run_admin
 from chatserver.config import (
     ENV_NAMES,
     FIELD_TYPES,
@@ -46,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     bulk.add_argument("--recipient", type=int, required=True, help="receiving user id")
     bulk.add_argument("--count", type=int, required=True, help="how many messages")
     add_setting_flags(bulk)
+    add_commands(commands, add_setting_flags)
+    add_backup_commands(commands, add_setting_flags)
     return parser
 
 
@@ -91,9 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_sqlite_folder(settings)
         if args.command == "bulk-load":
             return _bulk_load(settings, args.sender, args.recipient, args.count)
+        if args.command in BACKUP_COMMANDS:
+            return run_backup(settings, args)
         if args.command == "serve":
             check_redis(settings)
         _migrate(settings)
+        if args.command in ADMIN_COMMANDS:
+            return run_admin(settings, args)
         if args.command == "serve":
             _serve(settings)
     except ConfigError as exc:

@@ -13,9 +13,12 @@ from chatserver.services import Services
 from chatserver.views import user_out
 
 
-@route.post("/", status_code=201, errors=(409,))
+@route.post("/", status_code=201, errors=(403, 409))
 async def create_user(services: Services, body: NewUser) -> UserOut:
-    """Create a user (no authentication needed)."""
+    """Create a user (no authentication needed).
+
+    403 when the server's registration is closed, or is by invite and the body has no
+    valid ``invite`` code."""
     user = await actions.create_user(services, body)
     return user_out(user, viewer_id=user.id, online=False)
 

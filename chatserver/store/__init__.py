@@ -79,6 +79,7 @@ from chatserver.store.users import (
     set_last_seen_each,
     take_event_positions,
     user_counter,
+    username_taken,
 )
 
 __all__ = [
@@ -142,4 +143,5 @@ __all__ = [
     "take_event_positions",
     "unread_total",
     "user_counter",
+    "username_taken",
 ]
