@@ -14,6 +14,7 @@ from chatserver import auth, store
 from chatserver.db import Conn, Database, UniqueViolation
 from chatserver.errors import Conflict, Forbidden, IdempotencyMismatch, NotFound
 from chatserver.events import MESSAGE, READ, RECEIVED
+from chatserver.metrics import MESSAGES_SENT, OPEN_STREAMS
 from chatserver.schemas import Login, MessageOut, NewMessage, NewUser, check_new_user
 from chatserver.services import Services, now_us
 from chatserver.store import admin as store_admin
@@ -147,6 +148,7 @@ async def send_message(
         # A concurrent repeat with the same key committed first: answer with its result.
         return await _replay_committed(s, sender_id, idempotency_key, request_hash)
     s.events.publish_message(view, positions)
+    MESSAGES_SENT.inc()
     return Sent(view, replayed=False)
 
 
@@ -375,13 +377,14 @@ async def wait_for_messages(
         return page
     async with subscription(s.events.channels, user_id) as sub:
         try:
-            async with asyncio.timeout(wait):
-                while not page.messages:
-                    # Re-read after subscribing (and after each event), so nothing committed
-                    # between the first read and the subscription is missed.
-                    page = await read_messages(s, user_id, f, 1, page_size)
-                    if not page.messages:
-                        await sub.next_message_event()
+            with OPEN_STREAMS.labels("longpoll").track_inprogress():
+                async with asyncio.timeout(wait):
+                    while not page.messages:
+                        # Re-read after subscribing (and after each event), so nothing committed
+                        # between the first read and the subscription is missed.
+                        page = await read_messages(s, user_id, f, 1, page_size)
+                        if not page.messages:
+                            await sub.next_message_event()
         except TimeoutError:
             pass
     return page

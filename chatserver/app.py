@@ -4,26 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from litestar import Litestar
 from litestar.channels.backends.memory import MemoryChannelsBackend
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from chatserver import actions
+from chatserver import actions, metrics
 from chatserver.admin import actions as admin_actions
 from chatserver.api import chats, conversations, events, health, stream, tokens, users
 from chatserver.api.openapi import openapi_config
 from chatserver.auth import TokenCache
 from chatserver.broker import BoundedSubscriber, ChatChannels, ChatRedisBackend
-from chatserver.config import Settings
+from chatserver.config import Settings, metrics_address
 from chatserver.db import open_database
 from chatserver.events import Events
 from chatserver.hub import Hub
 from chatserver.lastseen import LastSeen
-from chatserver.middleware import RequestContext
+from chatserver.logs import access_log
+from chatserver.metrics import RequestMetrics
+from chatserver.middleware import Observer, RequestContext
 from chatserver.presence import LocalPresence, RedisPresence
 from chatserver.problems import EXCEPTION_HANDLERS
 from chatserver.revocations import RevocationFollower
@@ -41,7 +44,11 @@ def create_app(settings: Settings) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            app.state.services = await _start_services(settings, stack)
+            app.state.services = services = await _start_services(settings, stack)
+            if settings.metrics_addr is not None:
+                host, port = metrics_address(settings.metrics_addr)
+                gauges = functools.partial(_sample_gauges, services)
+                await stack.enter_async_context(metrics.serving(host, port, gauges))
             yield
 
     handlers: list[Any] = [
@@ -61,15 +68,26 @@ def create_app(settings: Settings) -> Litestar:
         request_max_body_size=settings.max_body_bytes,
         debug=False,
         logging_config=None,
+        observers=_observers(settings),
     )
+
+
+def _observers(settings: Settings) -> list[Observer]:
+    """Who hears of each finished request: metrics and the JSON access log, when on."""
+    observers: list[Observer] = []
+    if settings.metrics_addr is not None:
+        observers.append(RequestMetrics())
+    if settings.log_format == "json":
+        observers.append(access_log)
+    return observers
 
 
 class ChatApp(Litestar):
     """Litestar, entered through ``RequestContext`` (request ids and start times)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, observers: Sequence[Observer] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._entry = RequestContext(super().__call__)
+        self._entry = RequestContext(super().__call__, observers)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self._entry(scope, receive, send)
@@ -105,6 +123,18 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     purge = asyncio.create_task(_purge_expired(services))
     stack.callback(purge.cancel)
     return services
+
+
+def _sample_gauges(services: Services) -> None:
+    """The gauges read from their source once a second (not counted on the hot path)."""
+    pool_sizes = getattr(services.db, "pool_sizes", None)  # PostgreSQL only
+    if pool_sizes is not None:
+        size, idle = pool_sizes()
+        metrics.PG_POOL.labels("in_use").set(size - idle)
+        metrics.PG_POOL.labels("idle").set(idle)
+    channels = services.events.channels
+    if services.settings.redis_url is not None and isinstance(channels, ChatChannels):
+        metrics.REDIS_UP.set(1 if channels.broker_up else 0)
 
 
 def _redis_client(url: str) -> Redis:

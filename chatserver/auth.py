@@ -17,6 +17,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from chatserver import store
 from chatserver.db import Database
 from chatserver.errors import BadCredentials, NotAuthenticated
+from chatserver.metrics import ARGON2_QUEUE
 
 # argon2-cffi's defaults are argon2id with RFC 9106's low-memory profile.
 _hasher = PasswordHasher()
@@ -28,14 +29,15 @@ TOKEN_BYTES = 32  # 256 bits from secrets
 
 async def hash_password(password: str) -> str:
     """argon2id hash, computed off the event loop (it takes tens of milliseconds)."""
-    return await asyncio.to_thread(_hasher.hash, password)
+    with ARGON2_QUEUE.track_inprogress():
+        return await asyncio.to_thread(_hasher.hash, password)
 
 
 async def verify_password(password_hash: str | None, password: str) -> bool:
     """True when ``password`` matches; with no hash, spends the same time and says False."""
-    return await asyncio.to_thread(_verify, password_hash or _DUMMY_HASH, password) and bool(
-        password_hash
-    )
+    with ARGON2_QUEUE.track_inprogress():
+        matches = await asyncio.to_thread(_verify, password_hash or _DUMMY_HASH, password)
+    return matches and bool(password_hash)
 
 
 async def user_with_password(db: Database, login: str, password: str) -> store.UserRow:

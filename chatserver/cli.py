@@ -20,6 +20,7 @@ from chatserver.config import (
     Settings,
     database_scheme,
     help_text,
+    metrics_address,
     parse_float,
     parse_int,
     redact,
@@ -92,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = _settings(args)
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         check_sqlite_folder(settings)
         if args.command == "bulk-load":
             return _bulk_load(settings, args.sender, args.recipient, args.count)
@@ -192,10 +193,27 @@ def _serve(settings: Settings) -> None:
         value = getattr(settings, name)
         if value is not None:
             os.environ[var] = str(value)
+    if settings.metrics_addr is not None and settings.workers > 1:
+        _start_metrics_exporter(settings.metrics_addr)
     argv = server_command(settings)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(argv[0], argv)  # noqa: S606 (our own argv, no shell)
+
+
+def _start_metrics_exporter(address: str) -> None:
+    """Several workers: each keeps its metrics in files of a fresh folder, and one exporter
+    process (a child of this one, which it outlives only briefly: it ends when the server
+    process is gone) serves their sum on the metrics address (see metrics.py)."""
+    import subprocess
+    import tempfile
+
+    from chatserver.metrics import MULTIPROCESS_ENV, exporter_command
+
+    directory = tempfile.mkdtemp(prefix="chatserver-metrics-")
+    os.environ[MULTIPROCESS_ENV] = directory
+    host, port = metrics_address(address)
+    subprocess.Popen(exporter_command(directory, host, port))  # noqa: S603 (our own argv)
 
 
 APP_FACTORY = "chatserver.asgi:app_from_env"

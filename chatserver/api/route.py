@@ -213,7 +213,9 @@ async def _services(_: Request[Any, Any, Any], services: Services) -> Services:
 
 
 async def _caller(request: Request[Any, Any, Any], services: Services) -> Caller:
-    return await authenticate(services, header(request.scope, b"authorization"))
+    caller = await authenticate(services, header(request.scope, b"authorization"))
+    request.scope["state"]["user_id"] = caller.user_id  # for the JSON access log
+    return caller
 
 
 async def _request(request: Request[Any, Any, Any], _: Services) -> Request[Any, Any, Any]:

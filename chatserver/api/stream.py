@@ -23,6 +23,7 @@ from chatserver.api.readers import QueryReader
 from chatserver.config import MAX_FRAME_BYTES
 from chatserver.errors import InvalidInput, NotAcceptable, NotAuthenticated
 from chatserver.hub import CLOSE_REVOKED, StreamHandle
+from chatserver.metrics import DELIVERED_SSE, DELIVERED_WS, OPEN_STREAMS
 from chatserver.schemas import MAX_ID, StreamHeaders, StreamQuery
 from chatserver.services import Services
 from chatserver.streams import (
@@ -34,6 +35,8 @@ from chatserver.streams import (
 )
 
 log = logging.getLogger("chatserver")
+OPEN_WS = OPEN_STREAMS.labels("websocket")
+OPEN_SSE = OPEN_STREAMS.labels("sse")
 
 AUTH_TIMEOUT_SECONDS = 5.0
 SSE_KEEPALIVE_SECONDS = 15.0
@@ -102,6 +105,7 @@ async def stream_socket(socket: WebSocket[Any, Any, Any]) -> None:
         await _close(socket, CLOSE_REVOKED)
         return
     handle = StreamHandle(caller.user_id, caller.token_hash)
+    OPEN_WS.inc()
     try:
         since = await resume.position(services, caller.user_id)
         await services.hub.open(handle)
@@ -117,6 +121,7 @@ async def stream_socket(socket: WebSocket[Any, Any, Any]) -> None:
         log.exception("stream failed [request %s]", socket.scope.get("state", {}).get("request_id"))
         code = CLOSE_UNAVAILABLE
     finally:
+        OPEN_WS.dec()
         await services.hub.close(handle)
     if code is not None:
         await _close(socket, code)
@@ -220,6 +225,7 @@ class Sender:
         try:
             while (event := await self._feed.poll()) is not None:
                 await self._socket.send_data(event.payload, mode="text")
+                DELIVERED_WS.inc()
         except (OSError, WebSocketDisconnect):  # the client is gone: end the stream
             self._on_failure()
         except Exception:  # a failed database read: end the stream, the client resumes
@@ -302,6 +308,7 @@ async def _sse_events(
 ) -> AsyncIterator[ServerSentEventMessage]:
     handle = StreamHandle(caller.user_id, caller.token_hash)
     await services.hub.open(handle)
+    OPEN_SSE.inc()
     try:
         await _close_if_revoked_meanwhile(services, caller, handle)
         async with subscription(services.events.channels, caller.user_id) as sub:
@@ -313,6 +320,7 @@ async def _sse_events(
         log.warning("stream closed: %s", exc)
         return
     finally:
+        OPEN_SSE.dec()
         await services.hub.close(handle)
 
 
@@ -334,6 +342,7 @@ async def _sse_messages(feed: Feed, handle: StreamHandle) -> AsyncIterator[Serve
                 continue
             event, pending = pending.result(), None
             yield ServerSentEventMessage(data=event.payload, id=event.pos)
+            DELIVERED_SSE.inc()
     finally:
         if pending is not None:
             pending.cancel()

@@ -7,6 +7,7 @@ Each transaction is its own (PostgreSQL group-commits by itself, with
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ import asyncpg
 from chatserver.db.errors import translate_asyncpg_error
 from chatserver.db.interface import Conn, Row
 from chatserver.errors import Unavailable
+from chatserver.metrics import PG_POOL_WAIT as POOL_WAIT
 
 T = TypeVar("T")
 POOL_MIN_SIZE = 2
@@ -82,9 +84,15 @@ class PostgresDatabase:
         async with self._acquire() as conn, conn.transaction():
             yield PgConn(conn)
 
+    def pool_sizes(self) -> tuple[int, int]:
+        """(connections open, of which idle), for the metrics."""
+        return self._pool.get_size(), self._pool.get_idle_size()
+
     @asynccontextmanager
     async def _acquire(self) -> AsyncIterator[Any]:
+        started = time.perf_counter()
         connection = await guarded(self._pool.acquire())
+        POOL_WAIT.observe(time.perf_counter() - started)
         try:
             yield connection
         finally:
