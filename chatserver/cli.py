@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -101,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_backup(settings, args)
         if args.command == "serve":
             check_redis(settings)
+        if args.command in ADMIN_COMMANDS:  # their output is the result, not the migration
+            logging.getLogger("alembic").setLevel(logging.WARNING)
         _migrate(settings)
         if args.command in ADMIN_COMMANDS:
             return run_admin(settings, args)
