@@ -23,7 +23,10 @@ ACCESS = logging.getLogger("chatserver.access")
 # Fields a record may carry (``extra=``) that the JSON line shows.
 FIELDS = ("method", "route", "status", "duration_ms", "user_id")
 # Where the ASGI servers log: in JSON mode their records go through the root handler too.
-SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "granian", "_granian")
+SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "granian", "_granian")
+# The servers' own access logs write the request line, query string included: never on
+# (chatserver serve turns uvicorn's off; the ``request`` records here replace it).
+SERVER_ACCESS_LOGGERS = ("uvicorn.access", "granian.access")
 
 
 def configure_logging(level: str, log_format: str = "text") -> None:
@@ -42,6 +45,10 @@ def configure_logging(level: str, log_format: str = "text") -> None:
             server_logger = logging.getLogger(name)
             server_logger.handlers.clear()
             server_logger.propagate = True
+    for name in SERVER_ACCESS_LOGGERS:
+        access = logging.getLogger(name)
+        access.handlers.clear()
+        access.propagate = False
 
 
 _encode = msgspec.json.Encoder().encode

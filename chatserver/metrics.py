@@ -9,7 +9,7 @@ sum of every worker. The public port never serves them.
 
 Per request, the observer costs one dict look-up and one histogram observation: the
 labelled child is cached by (route template, method, status), and the route label is the
-template Litestar matched (``/api/v1/conversations/{user_id:int}/``), never the raw path,
+template Litestar matched (``/api/v1/conversations/{user_id}``), never the raw path,
 so ids and 404 probes cannot grow the label set (unmatched paths share one label).
 
 For rate limits: increment ``RATE_LIMITED.labels(limit=NAME)`` for every refusal.
