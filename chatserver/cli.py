@@ -211,12 +211,13 @@ def _start_metrics_exporter(address: str) -> None:
     import subprocess
     import tempfile
 
-    from chatserver.metrics import MULTIPROCESS_ENV, exporter_command
+    from chatserver.metrics import MULTIPROCESS_ENV
+    from chatserver.metrics_exporter import command
 
     directory = tempfile.mkdtemp(prefix="chatserver-metrics-")
     os.environ[MULTIPROCESS_ENV] = directory
     host, port = metrics_address(address)
-    subprocess.Popen(exporter_command(directory, host, port))  # noqa: S603 (our own argv)
+    subprocess.Popen(command(directory, host, port))  # noqa: S603 (our own argv)
 
 
 APP_FACTORY = "chatserver.asgi:app_from_env"

@@ -4,8 +4,8 @@ The metrics are the library's, defined once here; code that counts something imp
 the object it needs. With one worker the worker serves them itself (a thread of the
 library's own WSGI server). With several, ``chatserver serve`` sets
 ``PROMETHEUS_MULTIPROC_DIR`` before the workers start (the library then keeps values in
-files there), and one exporter process (``python -m chatserver.metrics DIR``) serves the
-sum of every worker. The public port never serves them.
+files there), and one exporter process (``metrics_exporter.py``) serves the sum of every
+worker. The public port never serves them.
 
 Per request, the observer costs one dict look-up and one histogram observation: the
 labelled child is cached by (route template, method, status), and the route label is the
@@ -21,12 +21,10 @@ import asyncio
 import contextlib
 import logging
 import os
-import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 log = logging.getLogger("chatserver")
 
@@ -150,26 +148,3 @@ async def _refresh(gauges: Callable[[], None]) -> None:
         except Exception:  # a failed sample must not stop the next one
             log.exception("sampling metrics failed")
         await asyncio.sleep(REFRESH_SECONDS)
-
-
-# ---------------------------------------------------------------- the exporter process
-
-
-def exporter_command(directory: str, host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "chatserver.metrics", directory, host, str(port)]
-
-
-def export(directory: str, host: str, port: int) -> None:
-    """Serve the sum of every worker's metrics until the server process is gone."""
-    from prometheus_client import multiprocess as mp
-
-    registry = CollectorRegistry()
-    mp.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-    start_http_server(port, host, registry=registry)
-    parent = os.getppid()
-    while os.getppid() == parent:  # the server (this process's parent) is still there
-        time.sleep(0.5)
-
-
-if __name__ == "__main__":
-    export(sys.argv[1], sys.argv[2], int(sys.argv[3]))
