@@ -9,6 +9,7 @@ this process's zero values to the sums (a ``livemin`` gauge would read 0).
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 
@@ -27,6 +28,7 @@ def export(directory: str, host: str, port: int) -> None:
     parent = os.getppid()
     while os.getppid() == parent:  # the server (this process's parent) is still there
         time.sleep(0.5)
+    shutil.rmtree(directory, ignore_errors=True)  # made by chatserver serve for this run
 
 
 if __name__ == "__main__":

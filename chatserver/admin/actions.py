@@ -9,11 +9,13 @@ two ways: the same ``revoke`` control event the API publishes, sent to Redis whe
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from chatserver import actions, auth, store
 from chatserver.db import Conn, Database, now_us
@@ -23,6 +25,7 @@ from chatserver.schemas import NewUser, check_new_user, password_problem
 from chatserver.store import admin as store_admin
 from chatserver.store.admin import AccountRow, InviteRow
 
+log = logging.getLogger("chatserver")
 INVITE_BYTES = 16  # 128 random bits: one SHA-256 is enough to store it
 DAY_US = 86_400_000_000
 
@@ -35,9 +38,19 @@ class Admin:
     redis: Redis | None = None
 
     async def announce_revoked(self, user_id: int) -> None:
-        """Publish the API's own revoke event to every node listening on Redis."""
-        if self.redis is not None:
+        """Publish the API's own revoke event to every node listening on Redis. The change
+        is committed already: with Redis unreachable, the nodes read it from the
+        revocations table instead (within a second), so this only warns."""
+        if self.redis is None:
+            return
+        try:
             await self.redis.publish(CONTROL_CHANNEL, msgspec.json.encode(RevokeEvent(user_id)))
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "could not publish to Redis (%s): nodes read the revocation from the "
+                "database instead",
+                exc,
+            )
 
 
 async def account(a: Admin, username: str) -> AccountRow:

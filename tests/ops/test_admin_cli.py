@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from testinfra import procs
 from tests.helpers import PASSWORD
 from tests.ops.conftest import chatserver, ok_json, one_line_error
 
@@ -109,3 +110,16 @@ def test_invites_commands(database_url: str, tmp_path: Path) -> None:
     one_line_error(
         chatserver("invites", "create", "--uses", "0", env=env, cwd=tmp_path), 1, "--uses"
     )
+
+
+def test_deactivating_with_redis_unreachable_still_succeeds(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The change is committed before it is published: the nodes read it from the database."""
+    env = {"CHAT_DATABASE_URL": database_url}
+    create = ("users", "create", "frank", "--email", "f@example.com", "--password-stdin")
+    assert chatserver(*create, env=env, cwd=tmp_path, stdin=PASSWORD).returncode == 0
+    down = {**env, "CHAT_REDIS_URL": f"redis://127.0.0.1:{procs.free_port()}/0"}
+    result = chatserver("users", "deactivate", "frank", "--json", env=down, cwd=tmp_path)
+    assert ok_json(result)["active"] is False
+    assert "could not publish to Redis" in result.stderr
