@@ -11,7 +11,7 @@ from typing import NamedTuple
 import msgspec
 
 from chatserver import auth, passwords, store, usernames
-from chatserver.db import Conn, UniqueViolation
+from chatserver.db import Conn, Database, UniqueViolation
 from chatserver.errors import (
     Conflict,
     Forbidden,
@@ -21,8 +21,10 @@ from chatserver.errors import (
     Unavailable,
 )
 from chatserver.events import MESSAGE, READ, RECEIVED
+from chatserver.metrics import MESSAGES_SENT, OPEN_STREAMS
 from chatserver.schemas import Login, MessageOut, NewMessage, NewUser, check_new_user
 from chatserver.services import Services, now_us
+from chatserver.store import admin as store_admin
 from chatserver.streams import subscription
 from chatserver.views import message_out
 
@@ -30,28 +32,60 @@ from chatserver.views import message_out
 
 
 async def create_user(s: Services, body: NewUser, client: str) -> store.UserRow:
-    """Sign up: the name by RFC 8265, refused (409) when it mixes scripts or looks like a
-    taken one; the password hashed through the gate."""
+    """Sign up through the API, as the server's registration mode allows; the password is
+    hashed through the gate (fair per client address)."""
+    invite_hash = check_registration(s.settings.registration, body.invite)
     username, email = check_new_user(body)
+    name_keys(username)  # refuse a mixed-script name before spending a hash on it
+    password_hash = await s.logins.gate.hash(client, body.password)
+    return await add_user(s.db, username, email, password_hash, invite_hash)
+
+
+def check_registration(mode: str, invite: str | None) -> str | None:
+    """Raise Forbidden when this sign-up is not allowed; the invite's hash when one is needed.
+    Checked before the password is hashed: a refused sign-up costs no argon2 work."""
+    if mode == "closed":
+        raise Forbidden("Sign-up is closed on this server; an operator creates accounts")
+    if mode != "invite":
+        return None
+    if not invite:
+        raise Forbidden("Sign-up on this server needs an invite code: send it as 'invite'")
+    return auth.token_hash(invite)
+
+
+def name_keys(username: str) -> tuple[str, str]:
+    """A valid username's RFC 8265 key and UTS #39 skeleton; 409 when it mixes scripts."""
     if usernames.mixes_scripts(username):
         raise Conflict("That username mixes scripts (UTS #39): use one script per name")
     key = usernames.key(username)
     assert key is not None  # check_new_user enforced the profile
-    skeleton = usernames.skeleton(key)
-    password_hash = await s.logins.gate.hash(client, body.password)
+    return key, usernames.skeleton(key)
+
+
+async def add_user(
+    db: Database, username: str, email: str, password_hash: str, invite_hash: str | None = None
+) -> store.UserRow:
+    """Store a new account (taking one use of the invite, when given, in the same
+    transaction: a sign-up that fails does not use it up); 409 when the name is taken or
+    confusable with a taken one."""
+    key, skeleton = name_keys(username)
     keys = (key, email.casefold())
     try:
-        async with s.db.transaction() as conn:
+        async with db.transaction() as conn:
+            if invite_hash is not None and not await store_admin.use_invite(
+                conn, invite_hash, now_us()
+            ):
+                raise Forbidden("That invite code is unknown, used up or expired")
             return await store.insert_user(
                 conn, username, email, password_hash, keys, now_us(), skeleton
             )
     except UniqueViolation:
-        raise Conflict(await _which_is_taken(s, key, skeleton)) from None
+        raise Conflict(await _which_is_taken(db, key, skeleton)) from None
 
 
-async def _which_is_taken(s: Services, username_key: str, skeleton: str) -> str:
-    async with s.db.read() as conn:
-        if await store.find_user_by_username(conn, username_key) is not None:
+async def _which_is_taken(db: Database, username_key: str, skeleton: str) -> str:
+    async with db.read() as conn:
+        if await store.username_taken(conn, username_key):
             return "That username is already taken"
         if await store.find_user_by_skeleton(conn, skeleton) is not None:
             return "That username is confusable with a taken one (UTS #39)"
@@ -197,6 +231,7 @@ async def send_message(
         # A concurrent repeat with the same key committed first: answer with its result.
         return await _replay_committed(s, sender_id, idempotency_key, request_hash)
     s.events.publish_message(view, positions)
+    MESSAGES_SENT.inc()
     return Sent(view, replayed=False)
 
 
@@ -486,13 +521,14 @@ async def wait_for_messages(
         return page
     async with subscription(s.events.channels, user_id) as sub:
         try:
-            async with asyncio.timeout(wait):
-                while not page.messages:
-                    # Re-read after subscribing (and after each event), so nothing committed
-                    # between the first read and the subscription is missed.
-                    page = await read_messages(s, user_id, f, 1, page_size)
-                    if not page.messages:
-                        await sub.next_message_event()
+            with OPEN_STREAMS.labels("longpoll").track_inprogress():
+                async with asyncio.timeout(wait):
+                    while not page.messages:
+                        # Re-read after subscribing (and after each event), so nothing committed
+                        # between the first read and the subscription is missed.
+                        page = await read_messages(s, user_id, f, 1, page_size)
+                        if not page.messages:
+                            await sub.next_message_event()
         except TimeoutError:
             pass
     return page

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from litestar import Litestar
@@ -14,21 +15,25 @@ from litestar.config.cors import CORSConfig
 from litestar.routes import HTTPRoute
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from chatserver import actions
+from chatserver import actions, metrics
+from chatserver.admin import actions as admin_actions
 from chatserver.api import blocks, chats, conversations, events, health, stream, tokens, users
 from chatserver.api.openapi import openapi_config
 from chatserver.auth import Logins, TokenCache
 from chatserver.broker import BoundedSubscriber, ChatChannels, ChatRedisBackend
-from chatserver.config import Settings
+from chatserver.config import Settings, metrics_address
 from chatserver.db import open_database
 from chatserver.events import Events
 from chatserver.hub import Hub
 from chatserver.lastseen import LastSeen
-from chatserver.middleware import RequestContext
+from chatserver.logs import access_log
+from chatserver.metrics import RequestMetrics
+from chatserver.middleware import Observer, RequestContext
 from chatserver.passwords import HashGate
 from chatserver.presence import LocalPresence, RedisPresence
 from chatserver.problems import EXCEPTION_HANDLERS
 from chatserver.ratelimit import RateLimiter
+from chatserver.revocations import RevocationFollower
 from chatserver.searchindex import SearchPurge
 from chatserver.services import Services
 from chatserver.throttle import Limits, LoginThrottle
@@ -39,6 +44,8 @@ from chatserver.views import MessageCache
 log = logging.getLogger("chatserver")
 
 PURGE_INTERVAL_SECONDS = 3600
+# Far longer than any node takes to poll them (revocations.py), so none is missed.
+REVOCATIONS_KEPT_SECONDS = 86_400
 REDIS_CONNECTIONS = 64
 
 
@@ -46,7 +53,11 @@ def create_app(settings: Settings) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            app.state.services = await _start_services(settings, stack)
+            app.state.services = services = await _start_services(settings, stack)
+            if settings.metrics_addr is not None:
+                host, port = metrics_address(settings.metrics_addr)
+                gauges = functools.partial(_sample_gauges, services)
+                await stack.enter_async_context(metrics.serving(host, port, gauges))
             yield
 
     handlers: list[Any] = [
@@ -69,15 +80,26 @@ def create_app(settings: Settings) -> Litestar:
         cors_config=_cors(settings),
         debug=False,
         logging_config=None,
+        observers=_observers(settings),
     )
+
+
+def _observers(settings: Settings) -> list[Observer]:
+    """Who hears of each finished request: metrics and the JSON access log, when on."""
+    observers: list[Observer] = []
+    if settings.metrics_addr is not None:
+        observers.append(RequestMetrics())
+    if settings.log_format == "json":
+        observers.append(access_log)
+    return observers
 
 
 class ChatApp(Litestar):
     """Litestar, entered through ``RequestContext`` (request ids and start times)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, observers: Sequence[Observer] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._entry = RequestContext(super().__call__)
+        self._entry = RequestContext(super().__call__, observers)
         _fix_options_allow(self.routes)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -91,7 +113,7 @@ def _cors(settings: Settings) -> CORSConfig | None:
         return None
     return CORSConfig(
         allow_origins=origins,
-        allow_methods=["GET", "POST", "PATCH", "DELETE"],
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
         allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
         expose_headers=["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After"],
     )
@@ -146,6 +168,9 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     )
     await hub.start()
     stack.push_async_callback(hub.stop)
+    follower = RevocationFollower(db, hub)
+    await follower.start()
+    stack.push_async_callback(follower.stop)
     events = Events(channels, channels.may_have_listeners)
     search_purge = SearchPurge(db, settings.search_purge_seconds)
     search_purge.start()
@@ -183,6 +208,18 @@ def _login_limits(settings: Settings) -> Limits:
     )
 
 
+def _sample_gauges(services: Services) -> None:
+    """The gauges read from their source once a second (not counted on the hot path)."""
+    pool_sizes = getattr(services.db, "pool_sizes", None)  # PostgreSQL only
+    if pool_sizes is not None:
+        size, idle = pool_sizes()
+        metrics.PG_POOL.labels("in_use").set(size - idle)
+        metrics.PG_POOL.labels("idle").set(idle)
+    channels = services.events.channels
+    if services.settings.redis_url is not None and isinstance(channels, ChatChannels):
+        metrics.REDIS_UP.set(1 if channels.broker_up else 0)
+
+
 def _redis_client(url: str) -> Redis:
     # A blocking pool: a burst of streams opening at once waits for a free connection
     # instead of failing with "Too many connections".
@@ -197,6 +234,7 @@ async def _purge_expired(services: Services) -> None:
             keys = await actions.forget_expired_idempotency_keys(services)
             events = await actions.forget_expired_events(services)
             tokens = await actions.forget_expired_tokens(services)
+            await admin_actions.forget_old_revocations(services.db, REVOCATIONS_KEPT_SECONDS)
             if keys or events or tokens:
                 log.info(
                     "forgot %d expired idempotency keys, %d events, %d tokens", keys, events, tokens

@@ -25,7 +25,7 @@ def app_from_env() -> ASGIApp:
         settings = settings_from_env()
     except ConfigError as exc:
         raise SystemExit(f"chatserver: {exc}") from None
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     app = OneLineStartupFailure(create_app(settings))
     tune_garbage_collector()
     return app

@@ -15,6 +15,7 @@ from typing import NamedTuple
 from chatserver import passwords, store, usernames
 from chatserver.db import Database
 from chatserver.errors import BadCredentials, NotAuthenticated, TooManyAttempts
+from chatserver.metrics import ARGON2_QUEUE
 from chatserver.passwords import HashGate
 from chatserver.throttle import LoginThrottle
 
@@ -31,7 +32,8 @@ class Logins:
 
 async def hash_password(password: str) -> str:
     """argon2id hash, computed off the event loop, outside any gate (command-line tools)."""
-    return await asyncio.to_thread(passwords.HASHER.hash, password)
+    with ARGON2_QUEUE.track_inprogress():
+        return await asyncio.to_thread(passwords.HASHER.hash, password)
 
 
 async def user_with_password(

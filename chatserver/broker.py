@@ -28,6 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import ChannelT
 
 from chatserver.events import CONTROL_CHANNEL
+from chatserver.metrics import DROPPED_BROKER, DROPPED_OVERFLOW
 
 log = logging.getLogger("chatserver")
 
@@ -76,6 +77,7 @@ class BoundedSubscriber(Subscriber):
 
     def put_nowait(self, item: bytes | None) -> bool:
         if self._max and len(self._items) >= self._max:
+            DROPPED_OVERFLOW.inc()
             if self.on_overflow is not None:
                 self.on_overflow()
             return False
@@ -189,6 +191,7 @@ class ChatChannels(ChannelsPlugin):
                         exc,
                     )
                 failing += len(batch)
+                DROPPED_BROKER.inc(len(batch))
             except Exception:  # broker trouble: these events are lost, streams resume by id
                 log.exception("publishing %d events failed", len(batch))
             else:

@@ -1,14 +1,18 @@
-"""``chatserver serve|migrate|bulk-load``: the command line."""
+"""``chatserver serve|migrate|bulk-load|users|tokens|invites|stats|backup|restore``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from chatserver.admin.backup import BACKUP_COMMANDS, add_backup_commands, run_backup
+from chatserver.admin.commands import ADMIN_COMMANDS, add_commands
+from chatserver.admin.commands import run as run_admin
 from chatserver.config import (
     ENV_NAMES,
     FIELD_TYPES,
@@ -17,6 +21,7 @@ from chatserver.config import (
     Settings,
     database_scheme,
     help_text,
+    metrics_address,
     parse_float,
     parse_int,
     redact,
@@ -51,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="every user from --sender to this id sends --count messages (many conversations)",
     )
     add_setting_flags(bulk)
+    add_commands(commands, add_setting_flags)
+    add_backup_commands(commands, add_setting_flags)
     return parser
 
 
@@ -92,14 +99,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = _settings(args)
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         check_sqlite_folder(settings)
         if args.command == "bulk-load":
             senders = range(args.sender, (args.last_sender or args.sender) + 1)
             return _bulk_load(settings, senders, args.recipient, args.count)
+        if args.command in BACKUP_COMMANDS:
+            return run_backup(settings, args)
         if args.command == "serve":
             check_redis(settings)
+        if args.command in ADMIN_COMMANDS:  # their output is the result, not the migration
+            logging.getLogger("alembic").setLevel(logging.WARNING)
         _migrate(settings)
+        if args.command in ADMIN_COMMANDS:
+            return run_admin(settings, args)
         if args.command == "serve":
             _serve(settings)
     except ConfigError as exc:
@@ -189,6 +202,8 @@ def _serve(settings: Settings) -> None:
         value = getattr(settings, name)
         if value is not None:
             os.environ[var] = str(value)
+    if settings.metrics_addr is not None and settings.workers > 1:
+        _start_metrics_exporter(settings.metrics_addr)
     argv = server_command(settings)
     from chatserver.connections import raise_descriptor_limit
 
@@ -197,6 +212,22 @@ def _serve(settings: Settings) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(argv[0], argv)  # noqa: S606 (our own argv, no shell)
+
+
+def _start_metrics_exporter(address: str) -> None:
+    """Several workers: each keeps its metrics in files of a fresh folder, and one exporter
+    process (a child of this one, which it outlives only briefly: it ends when the server
+    process is gone) serves their sum on the metrics address (see metrics.py)."""
+    import subprocess
+    import tempfile
+
+    from chatserver.metrics import MULTIPROCESS_ENV
+    from chatserver.metrics_exporter import command
+
+    directory = tempfile.mkdtemp(prefix="chatserver-metrics-")
+    os.environ[MULTIPROCESS_ENV] = directory
+    host, port = metrics_address(address)
+    subprocess.Popen(command(directory, host, port))  # noqa: S603 (our own argv)
 
 
 APP_FACTORY = "chatserver.asgi:app_from_env"

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 MAX_FRAME_BYTES = 64 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 SERVERS = ("uvicorn", "granian")
+REGISTRATION_MODES = ("open", "invite", "closed")
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -131,6 +133,14 @@ class Settings:
     hash_concurrency: int = setting(
         1, "password hashes computed at once (64 MiB each); the rest queue, fairly by address"
     )
+
+    registration: str = setting(
+        "open", "who may sign up: open (anyone), invite (with a code), closed (the CLI only)"
+    )
+    metrics_addr: str | None = setting(
+        None, "host:port serving Prometheus metrics (never the public port); unset: off"
+    )
+    log_format: str = setting("text", "text, or json (one JSON object per line, per request)")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -258,6 +268,25 @@ def validate(settings: Settings) -> None:
         raise ConfigError(f"CHAT_RATE_LIMITS must be on or off, got {settings.rate_limits!r}")
     if settings.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"CHAT_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+    validate_choices(settings)
+
+
+def validate_choices(settings: Settings) -> None:
+    for name, choices in (("registration", REGISTRATION_MODES), ("log_format", LOG_FORMATS)):
+        if getattr(settings, name) not in choices:
+            raise ConfigError(f"{ENV_NAMES[name]} must be one of {', '.join(choices)}")
+    if settings.metrics_addr is not None and metrics_address(settings.metrics_addr)[1] == (
+        settings.port
+    ):
+        raise ConfigError("CHAT_METRICS_ADDR must not use the public port (CHAT_PORT)")
+
+
+def metrics_address(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9100`` for IPv6) as (host, port); ConfigError otherwise."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"CHAT_METRICS_ADDR must look like 127.0.0.1:9100, got {value!r}")
+    return host.strip("[]"), int(port)
 
 
 def validate_urls(settings: Settings) -> None:

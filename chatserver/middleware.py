@@ -8,15 +8,20 @@ import itertools
 import re
 import secrets
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from litestar.types import ASGIApp, Receive, Send
+
+from chatserver.logs import REQUEST_ID
 
 # An incoming X-Request-ID is kept when it is short and plain (so logs cannot be forged).
 REQUEST_ID_RE = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 # Litestar's scope TypedDicts do not admit our "state" keys; plain dicts keep this readable.
 Scope = dict[str, Any]
+# Told of every finished HTTP request: (scope, status, seconds). Metrics and the JSON access
+# log are observers; with none, a request pays nothing for them.
+Observer = Callable[[Any, int, float], None]
 
 
 class RequestContext:
@@ -26,8 +31,9 @@ class RequestContext:
     Not a Litestar route middleware: one of those also wraps every route in a second error
     handler layer, which every request would pay for."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, observers: Sequence[Observer] = ()) -> None:
         self.app = app
+        self.observers = tuple(observers)
 
     def __call__(self, scope: Any, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "http":
@@ -35,18 +41,23 @@ class RequestContext:
         if scope["type"] == "websocket":
             # Logs still name the request; the app is called directly, so a long-lived
             # socket keeps no frame of this wrapper (memory per idle socket).
-            scope.setdefault("state", {})["request_id"] = _request_id(scope)
+            request_id = scope.setdefault("state", {})["request_id"] = _request_id(scope)
+            REQUEST_ID.set(request_id)
         return self.app(scope, receive, send)
 
     async def _http(self, scope: Any, receive: Receive, send: Send) -> None:
         request_id = _request_id(scope)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
-        state["started"] = time.perf_counter()
+        state["started"] = started = time.perf_counter()
+        REQUEST_ID.set(request_id)
         header = (b"x-request-id", request_id.encode())
+        status = 500  # unless a response starts
 
         async def send_with_id(message: Any) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 headers = [*message.get("headers", ()), header, *SAFE_HEADERS]
                 if (decision := state.get("ratelimit")) is not None:
                     headers += decision.headers()
@@ -55,7 +66,13 @@ class RequestContext:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if self.observers:
+                seconds = time.perf_counter() - started
+                for observe in self.observers:
+                    observe(scope, status, seconds)
 
 
 # API answers are per caller: no cache may keep them, no browser may guess their type,

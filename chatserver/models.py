@@ -53,6 +53,8 @@ users = Table(
     Column("unread_total", BigInteger, nullable=False, server_default="0"),
     # the position of the user's latest event (see ``events``)
     Column("event_pos", BigInteger, nullable=False, server_default="0"),
+    # set while an operator has deactivated the account (chatserver users deactivate)
+    Column("deactivated_at", BigInteger, nullable=True),
     Index("ix_users_username_skeleton", "username_skeleton", unique=True),
     # SQLite needs AUTOINCREMENT so that ids of deleted rows are never handed out again.
     sqlite_autoincrement=True,
@@ -181,4 +183,29 @@ idempotency_keys = Table(
     Column("created_at", BigInteger, nullable=False, index=True),
     # the message the response holds: a deletion rewrites the response to the tombstone
     Column("message_id", BigInteger, nullable=True, index=True),
+)
+
+invites = Table(
+    "invites",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    # sha256 of the code: the code itself is shown once, when it is created
+    Column("code_hash", String(64), nullable=False, unique=True),
+    Column("uses", Integer, nullable=False),
+    Column("used", Integer, nullable=False, server_default="0"),
+    Column("expires_at", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+revocations = Table(
+    "revocations",
+    metadata,
+    # What the command line revoked (a token, or with token_hash NULL every token of a
+    # user), for nodes that share no broker with it: they poll this table (hub.py).
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("user_id", BigInteger, nullable=False),
+    Column("token_hash", String(64), nullable=True),
+    Column("at", BigInteger, nullable=False),
+    sqlite_autoincrement=True,
 )

@@ -20,6 +20,8 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from chatserver.metrics import ARGON2_QUEUE
+
 DATA = Path(__file__).parent / "data"
 # argon2-cffi's defaults: argon2id with RFC 9106's low-memory profile (t=3, m=64 MiB, p=4),
 # stronger than OWASP's minimums (m=19 MiB t=2, or m=46 MiB t=1).
@@ -40,18 +42,20 @@ class HashGate:
         self._turns = 0
 
     async def hash(self, client: str, password: str) -> str:
-        await self._acquire(client)
-        try:
-            return await asyncio.to_thread(HASHER.hash, password)
-        finally:
-            self._release()
+        with ARGON2_QUEUE.track_inprogress():  # waiting for a slot counts as queued
+            await self._acquire(client)
+            try:
+                return await asyncio.to_thread(HASHER.hash, password)
+            finally:
+                self._release()
 
     async def verify(self, client: str, password_hash: str, password: str) -> bool:
-        await self._acquire(client)
-        try:
-            return await asyncio.to_thread(_verify, password_hash, password)
-        finally:
-            self._release()
+        with ARGON2_QUEUE.track_inprogress():
+            await self._acquire(client)
+            try:
+                return await asyncio.to_thread(_verify, password_hash, password)
+            finally:
+                self._release()
 
     async def _acquire(self, client: str) -> None:
         if self._free > 0 and not self._waiting:

@@ -53,6 +53,16 @@ class NewUser(msgspec.Struct):
     username: Annotated[str, msgspec.Meta(examples=["john"])]
     email: Annotated[str, msgspec.Meta(examples=["john@example.com"])]
     password: Annotated[str, msgspec.Meta(examples=["s3cret-pass"])]
+    invite: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                max_length=200,
+                description="An invite code (needed when the server's registration is invite)",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class Login(msgspec.Struct):

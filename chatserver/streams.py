@@ -34,6 +34,7 @@ from chatserver.broker import ChatChannels as ChatChannels
 from chatserver.broker import ChatRedisBackend as ChatRedisBackend
 from chatserver.broker import StreamUnavailable as StreamUnavailable
 from chatserver.events import ResetEvent, is_message_event, pos_of, render, user_channel
+from chatserver.metrics import OPEN_STREAMS
 from chatserver.services import Services
 
 log = logging.getLogger("chatserver")
@@ -177,14 +178,15 @@ async def wait_for_events(
     since = batch.next
     async with subscription(services.events.channels, user_id) as sub:
         try:
-            async with asyncio.timeout(wait):
-                while True:
-                    # Read after subscribing (and after each event): nothing committed
-                    # between the first read and the subscription is missed.
-                    batch = await read_events(services, user_id, since, limit)
-                    if batch.events or batch.reset:
-                        return batch
-                    await sub.next_payload()
+            with OPEN_STREAMS.labels("longpoll").track_inprogress():
+                async with asyncio.timeout(wait):
+                    while True:
+                        # Read after subscribing (and after each event): nothing committed
+                        # between the first read and the subscription is missed.
+                        batch = await read_events(services, user_id, since, limit)
+                        if batch.events or batch.reset:
+                            return batch
+                        await sub.next_payload()
         except TimeoutError:
             pass
     return batch

@@ -30,6 +30,14 @@ BAD_SERVE_SETTINGS = {
     "workers zero": ({"CHAT_WORKERS": "0"}, [], "CHAT_WORKERS"),
     "workers without redis": ({"CHAT_WORKERS": "2"}, [], "CHAT_REDIS_URL"),
     "redis url": ({"CHAT_REDIS_URL": "http://localhost"}, [], "CHAT_REDIS_URL"),
+    "registration": ({"CHAT_REGISTRATION": "sometimes"}, [], "CHAT_REGISTRATION"),
+    "log format": ({"CHAT_LOG_FORMAT": "xml"}, [], "CHAT_LOG_FORMAT"),
+    "metrics address": ({"CHAT_METRICS_ADDR": "9100"}, [], "CHAT_METRICS_ADDR"),
+    "metrics on the public port": (
+        {"CHAT_METRICS_ADDR": "127.0.0.1:8000"},
+        [],
+        "must not use the public port",
+    ),
 }
 
 

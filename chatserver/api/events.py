@@ -6,6 +6,7 @@ import msgspec
 
 from chatserver.api import route
 from chatserver.api.deps import Caller
+from chatserver.metrics import DELIVERED_POLL
 from chatserver.schemas import EventPage, EventsQuery
 from chatserver.services import Services
 from chatserver.streams import wait_for_events
@@ -28,6 +29,7 @@ async def poll_events(services: Services, caller: Caller, query: EventsQuery) ->
     ``reset: true`` means ``since`` is older than what is kept: refetch, then go on from
     ``next``."""
     batch = await wait_for_events(services, caller.user_id, query.since, query.limit, query.wait)
+    DELIVERED_POLL.inc(len(batch.events))
     return EncodedEventPage(
         events=[msgspec.Raw(event) for event in batch.events], next=batch.next, reset=batch.reset
     )

@@ -248,7 +248,9 @@ async def _services(_: Request[Any, Any, Any], services: Services) -> Services:
 
 async def _caller(request: Request[Any, Any, Any], services: Services) -> Caller:
     scope = request.scope
-    return await authenticate(services, header(scope, b"authorization"), client_address(scope))
+    caller = await authenticate(services, header(scope, b"authorization"), client_address(scope))
+    scope["state"]["user_id"] = caller.user_id  # for the JSON access log
+    return caller
 
 
 async def _request(request: Request[Any, Any, Any], _: Services) -> Request[Any, Any, Any]:

@@ -30,6 +30,7 @@ from chatserver.errors import (
     TooManyAttempts,
 )
 from chatserver.hub import CLOSE_REVOKED, CLOSE_TOO_MANY_STREAMS, StreamHandle, TooManyStreams
+from chatserver.metrics import DELIVERED_SSE, DELIVERED_WS, OPEN_STREAMS
 from chatserver.schemas import MAX_ID, StreamHeaders, StreamQuery, TypingFrame
 from chatserver.services import Services
 from chatserver.streams import (
@@ -42,6 +43,8 @@ from chatserver.streams import (
 from chatserver.typing_relay import relay_typing
 
 log = logging.getLogger("chatserver")
+OPEN_WS = OPEN_STREAMS.labels("websocket")
+OPEN_SSE = OPEN_STREAMS.labels("sse")
 
 AUTH_TIMEOUT_SECONDS = 5.0
 SSE_KEEPALIVE_SECONDS = 15.0
@@ -135,6 +138,7 @@ async def _stream_to_socket(
 ) -> int | None:
     """Serve the feed; return the close code to send (None when the client is gone)."""
     handle = StreamHandle(caller.user_id, caller.token_hash)
+    OPEN_WS.inc()
     try:
         since = await resume.position(services, caller.user_id)
         await services.hub.open(handle)
@@ -152,6 +156,7 @@ async def _stream_to_socket(
         log.exception("stream failed [request %s]", socket.scope.get("state", {}).get("request_id"))
         return CLOSE_UNAVAILABLE
     finally:
+        OPEN_WS.dec()
         await services.hub.close(handle)
 
 
@@ -267,6 +272,7 @@ class Sender:
         try:
             while (event := await self._feed.poll()) is not None:
                 await self._socket.send_data(event.payload, mode="text")
+                DELIVERED_WS.inc()
         except (OSError, WebSocketDisconnect):  # the client is gone: end the stream
             self._on_failure()
         except Exception:  # a failed database read: end the stream, the client resumes
@@ -367,6 +373,7 @@ async def _sse_events(
         await services.hub.open(handle)
     except TooManyStreams:  # another stream of the user's opened since the route admitted it
         return
+    OPEN_SSE.inc()
     try:
         await _close_if_revoked_meanwhile(services, caller, handle)
         async with subscription(services.events.channels, caller.user_id) as sub:
@@ -378,6 +385,7 @@ async def _sse_events(
         log.warning("stream closed: %s", exc)
         return
     finally:
+        OPEN_SSE.dec()
         await services.hub.close(handle)
 
 
@@ -399,6 +407,7 @@ async def _sse_messages(feed: Feed, handle: StreamHandle) -> AsyncIterator[Serve
                 continue
             event, pending = pending.result(), None
             yield ServerSentEventMessage(data=event.payload, id=event.pos)
+            DELIVERED_SSE.inc()
     finally:
         if pending is not None:
             pending.cancel()

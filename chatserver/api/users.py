@@ -15,7 +15,7 @@ from chatserver.services import Services
 from chatserver.views import user_out
 
 
-@route.post("/", status_code=201, errors=(409,), limit="signup")
+@route.post("/", status_code=201, errors=(403, 409), limit="signup")
 async def create_user(
     services: Services, request: Request[Any, Any, Any], body: NewUser
 ) -> UserOut:
@@ -23,7 +23,9 @@ async def create_user(
 
     The username is compared by RFC 8265 (UsernameCaseMapped: case and width do not make
     a new name); one that mixes scripts or is confusable with a taken one (UTS #39) gets
-    409. A password on the shipped list of common passwords gets 400."""
+    409. A password on the shipped list of common passwords gets 400. 403 when the
+    server's registration is closed, or is by invite and the body has no valid ``invite``
+    code."""
     user = await actions.create_user(services, body, client_address(request.scope))
     return user_out(user, viewer_id=user.id, online=False)
 

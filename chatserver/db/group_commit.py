@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from typing import Any
 
 from chatserver.db.errors import sqlite_commit_failed
 from chatserver.db.interface import Conn
+from chatserver.metrics import COMMIT_BATCH, COMMIT_SECONDS
 
 # Asked when a COMMIT starts; returns a job to run on the commit thread right after it,
 # while the writers are still held (the WAL restart, see checkpoint.py), or None.
@@ -92,6 +94,7 @@ class GroupCommit:
         self._batch: list[asyncio.Future[None]] = []  # writers waiting for the next COMMIT
         # The COMMIT in flight on the commit thread and the writers it answers, until answered.
         self._committing: tuple[Future[Any], list[asyncio.Future[None]]] | None = None
+        self._commit_started = 0.0
         self.commits = 0
         """How many COMMITs have been started, each for one batch of transactions."""
 
@@ -137,6 +140,7 @@ class GroupCommit:
             return
         self._committing = None
         done, batch = committing
+        COMMIT_SECONDS.observe(time.perf_counter() - self._commit_started)
         try:
             done.result()
         except Exception as exc:  # disk full, I/O error: every writer in the batch fails
@@ -176,8 +180,10 @@ class GroupCommit:
         self._lock.take_free()  # no writer is in or waiting for it, and no COMMIT runs
         batch, self._batch = self._batch, []
         loop = asyncio.get_running_loop()
+        self._commit_started = time.perf_counter()
         done = self._committer.submit(self._conn.execute, "COMMIT")
         self.commits += 1
+        COMMIT_BATCH.observe(len(batch))
         self._committing = (done, batch)
         last: Future[Any] = done
         job = self._after_commit()

@@ -8,6 +8,7 @@ Each transaction is its own (PostgreSQL group-commits by itself, with
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -17,6 +18,7 @@ import asyncpg
 from chatserver.db.errors import translate_asyncpg_error
 from chatserver.db.interface import Conn, Row, WriteHealth
 from chatserver.errors import CommitUnknown, Unavailable
+from chatserver.metrics import PG_POOL_WAIT as POOL_WAIT
 
 log = logging.getLogger("chatserver")
 
@@ -127,9 +129,15 @@ class PostgresDatabase:
                 raise
             await _commit(tx)
 
+    def pool_sizes(self) -> tuple[int, int]:
+        """(connections open, of which idle), for the metrics."""
+        return self._pool.get_size(), self._pool.get_idle_size()
+
     @asynccontextmanager
     async def _acquire(self) -> AsyncIterator[Any]:
+        started = time.perf_counter()
         connection = await guarded(self._pool.acquire())
+        POOL_WAIT.observe(time.perf_counter() - started)
         try:
             yield connection
         finally:

@@ -110,6 +110,7 @@ from chatserver.store.users import (
     set_password_hash,
     take_event_positions,
     user_counter,
+    username_taken,
 )
 
 __all__ = [
@@ -200,5 +201,6 @@ __all__ = [
     "typing_target",
     "unread_total",
     "user_counter",
+    "username_taken",
     "words_of",
 ]

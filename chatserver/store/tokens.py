@@ -36,10 +36,12 @@ async def trim_tokens(conn: Conn, user_id: int, keep: int) -> list[str]:
 
 
 async def find_token_user(conn: Conn, token_hash: str, used_after: int = 0) -> int | None:
-    """The user of a token last used (or, never used, created) after ``used_after`` µs."""
+    """The user of a token last used (or, never used, created) after ``used_after`` µs.
+    Joined with the user: a token issued by a login racing a deactivation is never valid."""
     value = await conn.fetch_val(
-        "SELECT user_id FROM tokens WHERE token_hash = $1"
-        " AND coalesce(last_used_at, created_at) > $2",
+        "SELECT t.user_id FROM tokens t JOIN users u ON u.id = t.user_id"
+        " WHERE t.token_hash = $1 AND coalesce(t.last_used_at, t.created_at) > $2"
+        " AND u.deactivated_at IS NULL",
         token_hash,
         used_after,
     )

@@ -55,32 +55,48 @@ async def insert_user(
     return UserRow(*row)
 
 
+# Deactivated accounts are left out of every look-up the API makes: to other users they
+# look deleted until reactivated (the command line reads them through store/admin.py).
+ACTIVE = "deactivated_at IS NULL"
+
+
 async def get_user(conn: Conn, user_id: int) -> UserRow | None:
-    return _user(await conn.fetch_one(f"SELECT {USER_COLUMNS} FROM users WHERE id = $1", user_id))
+    sql = f"SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND {ACTIVE}"
+    return _user(await conn.fetch_one(sql, user_id))
 
 
 async def get_users(conn: Conn, user_ids: list[int]) -> list[UserRow]:
     """The users with these ids that exist, in no particular order."""
     if not user_ids:
         return []
-    sql = f"SELECT {USER_COLUMNS} FROM users WHERE id IN ({placeholders(1, len(user_ids))})"
+    ids = placeholders(1, len(user_ids))
+    sql = f"SELECT {USER_COLUMNS} FROM users WHERE id IN ({ids}) AND {ACTIVE}"
     return [UserRow(*row) for row in await conn.fetch_all(sql, *user_ids)]
 
 
 async def find_user_by_username(conn: Conn, username_key: str) -> UserRow | None:
-    sql = f"SELECT {USER_COLUMNS} FROM users WHERE username_key = $1"
+    sql = f"SELECT {USER_COLUMNS} FROM users WHERE username_key = $1 AND {ACTIVE}"
     return _user(await conn.fetch_one(sql, username_key))
 
 
 async def find_user_by_login(
     conn: Conn, username_key: str, email_key: str | None = None
 ) -> UserRow | None:
-    """The user whose username key or email key (default: the same) matches."""
-    sql = f"SELECT {USER_COLUMNS} FROM users WHERE username_key = $1 OR email_key = $2"
+    """The active user whose username key or email key (default: the same) matches."""
+    sql = (
+        f"SELECT {USER_COLUMNS} FROM users WHERE (username_key = $1 OR email_key = $2) AND {ACTIVE}"
+    )
     return _user(await conn.fetch_one(sql, username_key, email_key or username_key))
 
 
+async def username_taken(conn: Conn, username_key: str) -> bool:
+    """Whether any account, deactivated ones included, has this username."""
+    sql = "SELECT 1 FROM users WHERE username_key = $1"
+    return await conn.fetch_val(sql, username_key) is not None
+
+
 async def find_user_by_skeleton(conn: Conn, skeleton: str) -> UserRow | None:
+    """Any account (deactivated ones included) whose name has this UTS #39 skeleton."""
     sql = f"SELECT {USER_COLUMNS} FROM users WHERE username_skeleton = $1"
     return _user(await conn.fetch_one(sql, skeleton))
 
@@ -152,7 +168,7 @@ async def count_for_send(conn: Conn, sender_id: int) -> int | None:
     user). The UPDATE also locks the row until commit (PostgreSQL)."""
     pos = await conn.fetch_val(
         "UPDATE users SET sent_count = sent_count + 1, event_pos = event_pos + 1"
-        " WHERE id = $1 RETURNING event_pos",
+        f" WHERE id = $1 AND {ACTIVE} RETURNING event_pos",
         sender_id,
     )
     return None if pos is None else int(pos)
@@ -173,7 +189,7 @@ async def count_for_receive(
         "UPDATE users SET received_count = received_count + 1, unread_count = unread_count + 1,"
         " sent_count = sent_count + $2, event_pos = event_pos + 1,"
         " unread_total = unread_total + 1 - $2"
-        " WHERE id = $1 RETURNING received_count, event_pos",
+        f" WHERE id = $1 AND {ACTIVE} RETURNING received_count, event_pos",
         recipient_id,
         sent,
     )

@@ -95,7 +95,7 @@ def test_openapi_documents_the_parameters(
 @pytest.mark.parametrize(
     ("path", "method", "fields", "optional"),
     [
-        ("/api/v1/users/", "post", ["username", "email", "password"], []),
+        ("/api/v1/users/", "post", ["username", "email", "password"], ["invite"]),
         ("/api/v1/auth/token/", "post", ["username", "password"], []),
         ("/api/v1/chats/", "post", ["user_id", "message"], ["reply_to"]),
         ("/api/v1/chats/{id}/", "patch", ["message"], []),
