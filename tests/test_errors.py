@@ -359,7 +359,8 @@ async def test_json_content_type_with_charset_is_accepted(client: Client) -> Non
 
 
 @pytest.mark.parametrize(
-    "path", ["/nope", "/api/v1/nope/", "/api/v2/users/", "/api/v1/users/7", "/api/v1/chats/7/"]
+    "path",
+    ["/nope", "/api/v1/nope/", "/api/v2/users/", "/api/v1/users/7", "/api/v1/chats/7/nope/"],
 )
 async def test_unknown_route_is_404(client: Client, path: str) -> None:
     assert_problem(await client.get(path), 404)
@@ -373,6 +374,7 @@ async def test_unknown_route_is_404(client: Client, path: str) -> None:
         ("GET", TOKEN),
         ("PUT", CHATS),
         ("DELETE", CHATS),
+        ("GET", "/api/v1/chats/7/"),
         ("POST", "/healthz"),
     ],
 )

@@ -60,10 +60,11 @@ def upgrade() -> None:
 def _sqlite_search() -> None:
     # detail=full: any word a tokenizer splits further still matches as a phrase. The rowid
     # is minus the message id: FTS5 reads a long doclist (a user's every message) fast in
-    # ascending rowid order only, and ascending -id is newest first.
+    # ascending rowid order only, and ascending -id is newest first. columnsize=0: no table
+    # of each row's column sizes (only ranking reads it): one B-tree write less per send.
     op.execute(
         "CREATE VIRTUAL TABLE message_search USING fts5(people, body, content='',"
-        " tokenize='unicode61 remove_diacritics 2')"
+        " columnsize=0, tokenize='unicode61 remove_diacritics 2')"
     )
     new, old = SQLITE_PEOPLE.format(t="new"), SQLITE_PEOPLE.format(t="old")
     insert_new = (
