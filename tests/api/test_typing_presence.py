@@ -114,7 +114,7 @@ async def test_typing_over_sse_has_no_id_so_resuming_is_unchanged(
     async with open_sse(api.client, bob, after_id=warm["id"] - 1) as sse:
         position, _ = await sse.message()  # the stream is live
         assert (await typing(api, alice, bob.id)).status_code == 204
-        event = await sse.next()
+        event = await sse.next(ephemeral=True)
         assert event.json() == {"type": "typing", "user_id": alice.id}
         assert event.id is None  # Last-Event-ID stays at the last position
         assert position is not None
