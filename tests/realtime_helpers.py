@@ -172,11 +172,29 @@ async def open_stream(
         yield ws
 
 
-async def next_event(ws: ClientConnection, within: float = TIMEOUT) -> dict[str, Any]:
-    """The next event (decoded); fails if none arrives in time or the socket closes."""
+# Events without a position that come whenever peers type or come and go: the helpers
+# below skip them unless asked for them (``next_any_event``, ``until``).
+EPHEMERAL = ("typing", "presence")
+
+
+def is_ephemeral(event: dict[str, Any]) -> bool:
+    return event.get("type") in EPHEMERAL
+
+
+async def next_any_event(ws: ClientConnection, within: float = TIMEOUT) -> dict[str, Any]:
+    """The next event (decoded), ephemeral ones included; fails if none arrives in time or
+    the socket closes."""
     async with asyncio.timeout(within):
         raw = await ws.recv()
     event: dict[str, Any] = json.loads(raw)
+    return event
+
+
+async def next_event(ws: ClientConnection, within: float = TIMEOUT) -> dict[str, Any]:
+    """The next event that is not ephemeral (typing, presence)."""
+    deadline = time.monotonic() + within
+    while is_ephemeral(event := await next_any_event(ws, max(deadline - time.monotonic(), 0.001))):
+        pass
     return event
 
 
@@ -223,7 +241,9 @@ async def read_until_closed(
         try:
             while True:
                 raw = await ws.recv()
-                frames.append(raw if isinstance(raw, str) else raw.decode())
+                frame = raw if isinstance(raw, str) else raw.decode()
+                if not (frame.startswith("{") and is_ephemeral(json.loads(frame))):
+                    frames.append(frame)
         except websockets.ConnectionClosed as closed:
             return (closed.rcvd.code if closed.rcvd else None), frames
 
@@ -262,7 +282,7 @@ async def until(
     """The next event ``wanted`` says yes to, and the events before it."""
     deadline = time.monotonic() + within
     before = []
-    while not wanted(event := await next_event(ws, max(deadline - time.monotonic(), 0.001))):
+    while not wanted(event := await next_any_event(ws, max(deadline - time.monotonic(), 0.001))):
         before.append(event)
     return event, before
 
@@ -307,14 +327,16 @@ class SseReader:
         self.response = response
         self._lines = response.aiter_lines()
 
-    async def next(self, within: float = TIMEOUT) -> SseEvent:
-        """The next event with data (comments are collected into it); EOFError at the end."""
+    async def next(self, within: float = TIMEOUT, ephemeral: bool = False) -> SseEvent:
+        """The next event with data (comments are collected into it), skipping ephemeral
+        ones unless ``ephemeral``; EOFError at the end."""
         event = SseEvent()
         async with asyncio.timeout(within):
             async for line in self._lines:
                 if line == "":
-                    if event.data:
+                    if event.data and (ephemeral or not is_ephemeral(event.json())):
                         return event
+                    event = SseEvent() if event.data else event
                     continue
                 name, _, value = line.partition(":")
                 value = value.removeprefix(" ")

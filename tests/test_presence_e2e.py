@@ -108,7 +108,10 @@ async def test_typing_crosses_nodes_and_its_window_is_shared(cluster: Cluster) -
     async with apis(cluster) as (on_a, on_b):
         alice, bob, warmer = await signup(on_a, 3)
         await on_a.send(alice, bob.id, "hi")
-        async with ready_stream(on_b, cluster.b.ws_url, bob, warmer) as bob_ws:
+        async with (
+            ready_stream(on_b, cluster.b.ws_url, bob, warmer) as bob_ws,
+            ready_stream(on_b, cluster.b.ws_url, alice, warmer) as alice_ws,
+        ):
             r = await on_a.client.post(f"/api/v1/conversations/{bob.id}/typing", headers=alice.auth)
             assert r.status_code == 204
             event, _ = await until(bob_ws, lambda e: e["type"] == "typing")
@@ -116,6 +119,5 @@ async def test_typing_crosses_nodes_and_its_window_is_shared(cluster: Cluster) -
             # The same pair through the other node, inside the window: dropped.
             r = await on_b.client.post(f"/api/v1/conversations/{bob.id}/typing", headers=alice.auth)
             assert r.status_code == 204
-            async with ready_stream(on_b, cluster.b.ws_url, alice, warmer) as alice_ws:
-                await send_frame_and_wait(alice_ws, {"type": "typing", "to": bob.id})
+            await send_frame_and_wait(alice_ws, {"type": "typing", "to": bob.id})
             assert await before_marker(on_a, bob_ws, warmer, bob, "typing") == []

@@ -12,9 +12,7 @@ Every wait is bounded and waits for an event or a state, never for time to pass.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -30,7 +28,7 @@ from testinfra.postgres import PostgresServer
 from testinfra.redis import RedisServer
 from testinfra.server import ServerProcess, running_server
 from tests.helpers import Api, User
-from tests.realtime_helpers import TIMEOUT, SseReader, open_sse, wait_until
+from tests.realtime_helpers import TIMEOUT, SseReader, next_event, open_sse, wait_until
 
 QUIET = {"CHAT_LOG_LEVEL": "warning"}
 CATCH_UP_SECONDS = 15.0  # the contract says 5 s; the bound here leaves room on a busy machine
@@ -142,9 +140,7 @@ class Stream:
 
     async def next(self, within: float) -> dict[str, Any]:
         if self.ws is not None:
-            async with asyncio.timeout(within):
-                event: dict[str, Any] = json.loads(await self.ws.recv())
-            return event
+            return await next_event(self.ws, within)  # ephemeral events (presence) skipped
         assert self.sse is not None
         raw = await self.sse.next(within)
         event = raw.json()

@@ -25,7 +25,6 @@ from tests.realtime_helpers import (
     TIMEOUT,
     LiveServer,
     before_marker,
-    next_event,
     open_sse,
     open_stream,
     presence_of,
@@ -85,16 +84,20 @@ async def test_typing_is_relayed_once_per_window_without_a_position(
 ) -> None:
     alice, bob, _, warmer = users
     await api.send(alice, bob.id, "hi")
-    async with ready_stream(api, server.ws_url, bob, warmer) as bob_ws:
+    async with (
+        open_stream(server.ws_url, alice.token) as alice_ws,
+        ready_stream(api, server.ws_url, bob, warmer) as bob_ws,
+    ):
         r = await typing(api, alice, bob.id)
         assert r.status_code == 204, r.text
-        assert await next_event(bob_ws) == {"type": "typing", "user_id": alice.id}
+        event, _ = await until(bob_ws, lambda e: e["type"] == "typing")
+        assert event == {"type": "typing", "user_id": alice.id}
+        assert "pos" not in event
 
         # Within the window: accepted, dropped (by POST and by the WebSocket frame).
         assert (await typing(api, alice, bob.id)).status_code == 204
-        async with open_stream(server.ws_url, alice.token) as alice_ws:
-            await send_frame_and_wait(alice_ws, {"type": "typing", "to": bob.id})
-            assert await before_marker(api, bob_ws, warmer, bob, "typing") == []
+        await send_frame_and_wait(alice_ws, {"type": "typing", "to": bob.id})
+        assert await before_marker(api, bob_ws, warmer, bob, "typing") == []
 
         # Once the window has passed, the next one is relayed again (bounded retries).
         deadline = time.monotonic() + 3 * TIMEOUT
@@ -115,7 +118,7 @@ async def test_typing_over_sse_has_no_id_so_resuming_is_unchanged(
     async with open_sse(api.client, bob, after_id=warm["id"] - 1) as sse:
         position, _ = await sse.message()  # the stream is live
         assert (await typing(api, alice, bob.id)).status_code == 204
-        event = await sse.next()
+        event = await sse.next(ephemeral=True)
         assert event.json() == {"type": "typing", "user_id": alice.id}
         assert event.id is None  # Last-Event-ID stays at the last position
         assert position is not None
