@@ -142,6 +142,16 @@ class RateLimiter:
         self._script = redis.register_script(GCRA_SCRIPT) if redis is not None else None
         self._redis_down_until = 0.0
 
+    @property
+    def shared(self) -> bool:
+        """Whether the buckets live in Redis (``hit`` must be awaited) or here (``hit_here``)."""
+        return self._script is not None
+
+    def hit_here(self, rule_name: str, key: Any) -> Decision | None:
+        """``hit`` without Redis: no coroutine on the hot path of a single node."""
+        rule = self.rules.get(rule_name)
+        return None if rule is None else self._local.hit(rule, (rule_name, key))
+
     async def hit(self, rule_name: str, key: Any) -> Decision | None:
         """Count one request against ``rule_name`` for ``key``; None when the rule is off."""
         rule = self.rules.get(rule_name)

@@ -87,6 +87,16 @@ def test_the_ping_flags_reach_the_server_command() -> None:
     assert argv[argv.index("--ws-ping-timeout") + 1] == "9"
 
 
+def test_the_connection_limits_reach_the_server_command() -> None:
+    argv = server_command(Settings(keepalive_timeout_seconds=3))
+    assert argv[argv.index("--http") + 1] == "chatserver.connections:GuardedHttpToolsProtocol"
+    assert argv[argv.index("--timeout-keep-alive") + 1] == "3"
+    assert "--no-access-log" in argv
+    granian = server_command(Settings(server="granian", header_timeout_seconds=4))
+    assert granian[granian.index("--http1-header-read-timeout") + 1] == "4000"
+    assert "--no-access-log" in granian
+
+
 def test_serve_help_names_every_variable_with_its_true_default(tmp_path: Path) -> None:
     result = run(sys.executable, "-m", "chatserver", "serve", "--help", env={}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -109,6 +119,10 @@ def test_serve_help_names_every_variable_with_its_true_default(tmp_path: Path) -
         ({"CHAT_MAX_BODY_BYTES": "0"}, "CHAT_MAX_BODY_BYTES"),
         ({"CHAT_TOKEN_CACHE_SECONDS": "inf"}, "CHAT_TOKEN_CACHE_SECONDS"),
         ({"CHAT_SERVER": "gunicorn"}, "CHAT_SERVER"),
+        ({"CHAT_RATE_LIMITS": "maybe"}, "CHAT_RATE_LIMITS"),
+        ({"CHAT_SEND_BURST": "0"}, "CHAT_SEND_BURST"),
+        ({"CHAT_SIGNUP_RATE": "-1"}, "CHAT_SIGNUP_RATE"),
+        ({"CHAT_MAX_HEADER_BYTES": "0"}, "CHAT_MAX_HEADER_BYTES"),
     ],
 )
 def test_bad_numbers_and_names_are_one_line_errors(env: dict[str, str], mentions: str) -> None:

@@ -198,26 +198,31 @@ async def test_endless_headers_are_refused_without_buffering_them(tmp_path: Path
     with serve(tmp_path) as server:
         before = procs.tree_rss_kib(server.pid)
 
-        async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+        async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+            """Stream an unfinished head; how many 64 KiB chunks went out before the
+            server closed the connection."""
             answer = asyncio.create_task(reader.read(200))  # reads while we write
             writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
             chunk = b"a" * 65536
+            sent = 0
             with contextlib.suppress(ConnectionError, OSError):
                 for _ in range(640):  # 40 MiB at most
                     if answer.done():
                         break
                     writer.write(chunk)
                     await writer.drain()
+                    sent += 1
             with contextlib.suppress(ConnectionError, OSError, TimeoutError):
-                return await asyncio.wait_for(answer, WAIT)
-            return b""
+                # 431, or nothing when the reset overtook it (data unread at close)
+                got = await asyncio.wait_for(answer, WAIT)
+                assert got == b"" or got.startswith(b"HTTP/1.1 431"), got
+            return sent
 
         async def attack() -> None:
             async with connections(server, 10) as conns:
-                answers = await asyncio.gather(*(endless(r, w) for r, w in conns))
-                # Each was answered 431 (or reset once the server closed with data unread).
-                assert all(a == b"" or a.startswith(b"HTTP/1.1 431") for a in answers), answers
-                assert any(a.startswith(b"HTTP/1.1 431") for a in answers), answers
+                sent = await asyncio.gather(*(endless(r, w) for r, w in conns))
+            # Cut off long before 40 MiB (the socket buffers hold a few MiB).
+            assert max(sent) < 640, sent
 
         await while_probing(server, attack)
         grown_mib = (procs.tree_rss_kib(server.pid) - before) / 1024

@@ -31,9 +31,9 @@ Server = ServerProcess  # started, health-checked and stopped by testinfra/serve
 
 
 @contextmanager
-def running_server(workdir: Path, database: Path) -> Iterator[Server]:
+def running_server(workdir: Path, database: Path, **extra: str) -> Iterator[Server]:
     """``chatserver serve`` on a free port in its own process group; always stopped after."""
-    env = {"CHAT_DATABASE_URL": f"sqlite:///{database}", "CHAT_LOG_LEVEL": "warning"}
+    env = {"CHAT_DATABASE_URL": f"sqlite:///{database}", "CHAT_LOG_LEVEL": "warning", **extra}
     with start(workdir, env, timeout=START_DEADLINE_SECONDS) as server:
         yield server
 
@@ -193,7 +193,8 @@ async def test_an_acknowledged_message_survives_sigkill(tmp_path: Path, database
 async def test_every_acknowledged_message_of_a_burst_survives_sigkill(
     tmp_path: Path, database: Path
 ) -> None:
-    with running_server(tmp_path, database) as server:
+    # A burst on purpose: the rate limits are off for it.
+    with running_server(tmp_path, database, CHAT_RATE_LIMITS="off") as server:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
             alice_id, alice = await signup(http, "alice")
         acknowledged = await send_until_killed(

@@ -61,7 +61,9 @@ from tests.realtime_helpers import (
     wait_until,
 )
 
-QUIET = {"CHAT_LOG_LEVEL": "warning"}
+# The stuck-reader test sends thousands of messages on purpose: these nodes run with the
+# rate limits off (tests/api/test_limits.py tests them).
+QUIET = {"CHAT_LOG_LEVEL": "warning", "CHAT_RATE_LIMITS": "off"}
 PING = {"CHAT_WS_PING_INTERVAL": "0.5", "CHAT_WS_PING_TIMEOUT": "0.5"}
 CROSS_NODE_SECONDS = 1.0  # the bound for a message or a revocation between nodes
 EVICTION_SECONDS = 5.0  # a cached message evicted on another node

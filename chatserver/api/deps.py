@@ -77,7 +77,8 @@ RULE_WORDS = {
 async def count_request(s: Services, scope: Any, rule: str, key: object) -> None:
     """Count the request against ``rule`` for ``key`` (a user id or a client address); the
     decision's headers go on the response (``middleware.py``); over the limit: 429."""
-    decision = await s.limits.hit(rule, key)
+    limits = s.limits
+    decision = await limits.hit(rule, key) if limits.shared else limits.hit_here(rule, key)
     if decision is None:
         return
     scope["state"]["ratelimit"] = decision
