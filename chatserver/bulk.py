@@ -34,8 +34,9 @@ async def bulk_load(settings: Settings, sender_id: int, recipient_id: int, count
 
 
 async def _load_batch(db: Database, sender: int, recipient: int, size: int, done: int) -> None:
-    """One transaction: counters, numbers and positions reserved, then the messages, their
-    events and both conversation rows, as ``actions.send_message`` keeps them."""
+    """One transaction: counters, numbers and positions reserved, then the messages (each
+    carries its events' positions) and both conversation rows, as ``actions.send_message``
+    keeps them."""
     lo, hi = sorted((sender, recipient))
     async with db.transaction() as conn:
         first_seq = await store.reserve_received(conn, recipient, size, unread=sender != recipient)
@@ -63,7 +64,7 @@ async def _load_batch(db: Database, sender: int, recipient: int, size: int, done
             for i in range(size)
         ]
         await store.insert_messages(conn, rows)
-        last_id = await store.insert_message_events(conn, recipient, first_seq)
+        last_id = await store.latest_loaded_id(conn, recipient, first_seq)
         await store.count_many_in_conversations(conn, sender, recipient, last_id, size)
 
 

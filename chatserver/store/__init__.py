@@ -12,8 +12,8 @@ from chatserver.store.bulk import (
     BulkMessage,
     add_sent,
     count_many_in_conversations,
-    insert_message_events,
     insert_messages,
+    latest_loaded_id,
     reserve_received,
 )
 from chatserver.store.conversations import (
@@ -31,6 +31,7 @@ from chatserver.store.events import (
     NewEvent,
     delete_oldest_events,
     event_pos_after_message,
+    events_gone_up_to,
     insert_events,
     list_events,
 )
@@ -113,6 +114,7 @@ __all__ = [
     "delete_token",
     "delete_user",
     "event_pos_after_message",
+    "events_gone_up_to",
     "find_token_user",
     "find_user_by_login",
     "find_user_by_username",
@@ -125,10 +127,10 @@ __all__ = [
     "insert_events",
     "insert_idempotent_response",
     "insert_message",
-    "insert_message_events",
     "insert_messages",
     "insert_token",
     "insert_user",
+    "latest_loaded_id",
     "list_conversations",
     "list_events",
     "list_message_ids",
