@@ -20,7 +20,7 @@ from chatserver.errors import (
     NotFound,
     Unavailable,
 )
-from chatserver.events import MESSAGE, READ, RECEIVED
+from chatserver.events import READ, RECEIVED
 from chatserver.metrics import MESSAGES_SENT, OPEN_STREAMS
 from chatserver.schemas import Login, MessageOut, NewMessage, NewUser, check_new_user
 from chatserver.services import Services, now_us
@@ -239,7 +239,8 @@ async def _insert_message(
     conn: Conn, sender_id: int, body: NewMessage
 ) -> tuple[store.MessageRow, store.Positions]:
     """Lock both users' rows in ascending id order, taking each one's event position, then
-    the message id (see models.py); count it in both conversations; store both events."""
+    the message id (see models.py); count it in both conversations. The message row, with
+    its two positions, is both users' event (see ``store.list_events``)."""
     recipient_id, now = body.user_id, now_us()
     taken: dict[int, int] = {}
     seq: int | None = None
@@ -261,10 +262,6 @@ async def _insert_message(
         conn, sender_id, recipient_id, body.message, now, seq, positions, body.reply_to
     )
     await store.count_in_conversations(conn, sender_id, recipient_id, message.id)
-    await store.insert_events(
-        conn,
-        [store.NewEvent(user_id, pos, MESSAGE, now, message.id) for user_id, pos in taken.items()],
-    )
     return message, positions
 
 

@@ -55,8 +55,8 @@ async def bulk_load_senders(
 
 
 async def _load_batch(conn: Conn, sender: int, recipient: int, size: int, done: int) -> None:
-    """Counters, numbers and positions reserved, then the messages, their events and both
-    conversation rows, as ``actions.send_message`` keeps them."""
+    """Counters, numbers and positions reserved, then the messages (each carries its
+    events' positions) and both conversation rows, as ``actions.send_message`` keeps them."""
     lo, hi = sorted((sender, recipient))
     first_seq = await store.reserve_received(conn, recipient, size, unread=sender != recipient)
     if first_seq is None or not await store.add_sent(conn, sender, size):
@@ -83,7 +83,7 @@ async def _load_batch(conn: Conn, sender: int, recipient: int, size: int, done: 
         for i in range(size)
     ]
     await store.insert_messages(conn, rows)
-    last_id = await store.insert_message_events(conn, recipient, first_seq)
+    last_id = await store.latest_loaded_id(conn, recipient, first_seq)
     await store.count_many_in_conversations(conn, sender, recipient, last_id, size)
 
 

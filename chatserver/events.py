@@ -206,10 +206,16 @@ class Events:
     def publish_message(self, message: MessageOut, positions: store.Positions) -> None:
         """Each user's copy of a new message, at their own position (one copy when it is
         the same user)."""
-        body = msgspec.Raw(_encode(message))
-        self.publish(message.sent_by, encode_message_event(positions.sender, body))
+        copies = [(message.sent_by, positions.sender)]
         if message.received_by != message.sent_by:
-            self.publish(message.received_by, encode_message_event(positions.recipient, body))
+            copies.append((message.received_by, positions.recipient))
+        # Encoded only for a channel someone may listen to: most sends go to nobody online.
+        channels = [(user_channel(uid), pos) for uid, pos in copies]
+        listened = [(channel, pos) for channel, pos in channels if self._may_listen(channel)]
+        if listened:
+            body = msgspec.Raw(_encode(message))
+            for channel, pos in listened:
+                self.channels.publish(encode_message_event(pos, body), channel)
 
     def publish_received(self, by: int, events: list[tuple[int, int, list[int]]], at: int) -> None:
         """Tell each sender which of its messages ``by`` has now fetched:

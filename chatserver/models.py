@@ -104,7 +104,10 @@ messages = Table(
     # generated tsvector column with a GIN index (PostgreSQL); see migration 0005.
     Index("ix_messages_recipient_seq", "recipient_id", "recipient_seq", unique=True),
     Index("ix_messages_recipient_id", "recipient_id", "id"),
-    Index("ix_messages_sender_id", "sender_id", "id"),
+    # A message is an event of its sender and of its recipient, at these positions: what a
+    # stream replays (see store.list_events), without a copy in ``events``.
+    Index("ix_messages_sender_pos", "sender_id", "sender_pos"),
+    Index("ix_messages_recipient_pos", "recipient_id", "recipient_pos"),
     Index("ix_messages_conversation", "peer_lo", "peer_hi", "id"),
     # only the unread messages: ?unread=true stays an index range however big the inbox
     Index(
@@ -141,9 +144,10 @@ events = Table(
     # In insertion order, which is time order: retention deletes the oldest ids in chunks,
     # without an index on ``at`` for every send to keep up.
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    # a user's events, numbered 1, 2, 3 … (``users.event_pos`` is the latest): what a
-    # stream replays after a position. A message event points at the message, so a replay
-    # shows its current state.
+    # a user's events but new messages (their rows carry their positions), numbered with
+    # theirs 1, 2, 3 … (``users.event_pos`` is the latest): what a stream replays after a
+    # position. An event about a message points at it, so a replay shows its current state.
+    # Position 0 is not an event: its up_to_id is the latest position deleted as too old.
     Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     Column("pos", BigInteger, nullable=False),
     Column("kind", String(16), nullable=False),

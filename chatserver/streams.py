@@ -1,8 +1,10 @@
 """A user's live feed: subscribe, replay from the database, then go live — no gap, no duplicate.
 
-Every event a user can receive is stored with the user's position (1, 2, 3 …, dense: each
-is taken under the user's row lock, in the transaction that makes the change, so they
-become visible in order). The order of steps is what makes resume exact:
+Every event a user can receive is stored with the user's position (1, 2, 3 …: each is
+taken under the user's row lock, in the transaction that makes the change, so they become
+visible in order); a message's events are its row (``store.list_events``), so a message
+deleted with its recipient's account leaves its position out. The order of steps is what
+makes resume exact:
 
 1. Subscribe to the user's channel, and wait until the subscription is known to be active
    (a marker published on a private channel, subscribed in the same command, comes back).
@@ -162,10 +164,14 @@ async def read_events(
         if since is None:
             return EventBatch([], current, reset=False)
         rows = await store.list_events(conn, user_id, since, limit)
-    if _is_gap(since, rows, current):
+        gone = await store.events_gone_up_to(conn, user_id)
+    if _is_gap(since, gone, current):
         return EventBatch([], current, reset=True)
     events = [payload for row in rows if (payload := render(row)) is not None]
-    return EventBatch(events, rows[-1].pos if rows else since, reset=False)
+    last = rows[-1].pos if rows else since
+    # Not a full page: every event up to ``current`` (committed before the rows were read)
+    # is in it, and a position missing up to there is a message deleted with an account.
+    return EventBatch(events, last if len(rows) == limit else max(last, current), reset=False)
 
 
 async def wait_for_events(
@@ -256,8 +262,10 @@ class Feed:
             # one snapshot).
             current = None if self._checked else await store.current_event_pos(conn, self._user_id)
             rows = await store.list_events(conn, self._user_id, self._cursor, REPLAY_PAGE)
+            # After the rows: a deletion that took any of them is committed by now.
+            gone = 0 if self._checked else await store.events_gone_up_to(conn, self._user_id)
         events: list[StreamEvent] = []
-        if current is not None and _is_gap(self._cursor, rows, current):
+        if current is not None and _is_gap(self._cursor, gone, current):
             events.append(StreamEvent(_encode_reset(current), current))
             rows = []
             self._cursor = current
@@ -288,14 +296,10 @@ class Feed:
         return None
 
 
-def _is_gap(since: int, rows: list[store.EventRow], current: int) -> bool:
-    """Whether events after ``since`` are missing: removed as too old, or ``since`` is a
-    position this user has not reached."""
-    if since > current:
-        return True
-    if since == current:
-        return False
-    return not rows or rows[0].pos != since + 1
+def _is_gap(since: int, gone: int, current: int) -> bool:
+    """Whether events after ``since`` are missing: deleted as too old (``gone`` is the
+    latest position whose event was), or ``since`` is a position this user has not reached."""
+    return since > current or since < gone
 
 
 def _encode_reset(current: int) -> bytes:

@@ -235,29 +235,47 @@ async def test_a_cursor_older_than_what_is_kept_starts_with_one_reset(
 ) -> None:
     s, api = app
     alice, bob = await api.signup(), await api.signup()
-    await send_quietly(s, bob, alice, 3)
-    async with s.db.transaction() as conn:
-        assert await store.delete_oldest_events(conn, now_us() + 1, limit=100) == 6
+    await send_quietly(s, bob, alice, 2)
+    await actions.mark_read(s, alice.id, bob.id, 10**12)  # position 3 of both
+    async with s.db.transaction() as conn:  # the two read events go; messages stay
+        assert await store.delete_oldest_events(conn, now_us() + 1, limit=100) == 2
     await send_quietly(s, bob, alice, 1)  # position 4 is kept
-    events = await first_events(s, alice, 0, 1)
-    assert events == [StreamEvent(b'{"type":"reset","pos":4}', 4)]
-    # From the current position on, nothing is missing: no reset.
+    for since in (0, 2):
+        events = await first_events(s, alice, since, 1)
+        assert events == [StreamEvent(b'{"type":"reset","pos":4}', 4)]
+    # From the latest position gone on, nothing is missing: no reset.
     assert await first_events(s, alice, 3, 1) == [
         StreamEvent((await read_events(s, alice.id, 3, 10)).events[0], 4)
     ]
 
 
-async def test_a_cursor_whose_first_events_are_gone_starts_with_one_reset(
+async def test_messages_outlive_the_retention_of_stored_events(
     app: tuple[Services, Api],
 ) -> None:
+    """A user none of whose stored events went resumes from 0 with every message."""
     s, api = app
     alice, bob = await api.signup(), await api.signup()
     await send_quietly(s, bob, alice, 2)
-    async with s.db.transaction() as conn:  # only position 1 goes
-        await conn.execute("DELETE FROM events WHERE user_id = $1 AND pos = 1", alice.id)
-    assert await first_events(s, alice, 0, 1) == [StreamEvent(b'{"type":"reset","pos":2}', 2)]
+    async with s.db.transaction() as conn:
+        assert await store.delete_oldest_events(conn, now_us() + 1, limit=100) == 0
+    events = await first_events(s, alice, 0, 2)
+    assert [(e.pos, decoded(e)["type"]) for e in events] == [(1, "message"), (2, "message")]
+
+
+async def test_a_message_deleted_with_its_recipient_leaves_its_position_out_without_reset(
+    app: tuple[Services, Api],
+) -> None:
+    s, api = app
+    alice, bob, carol = await api.signup(), await api.signup(), await api.signup()
+    await send_quietly(s, alice, carol, 1)  # alice 1
+    await send_quietly(s, alice, bob, 1)  # alice 2
+    await send_quietly(s, alice, carol, 1)  # alice 3
+    await actions.delete_user(s, carol.id)
+    [event] = await first_events(s, alice, 0, 1)
+    assert (event.pos, decoded(event)["message"]["received_by"]) == (2, bob.id)
     batch = await read_events(s, alice.id, 0, 10)
-    assert (batch.events, batch.next, batch.reset) == ([], 2, True)
+    assert (len(batch.events), batch.next, batch.reset) == (1, 3, False)
+    assert (await read_events(s, alice.id, 2, 10)).next == 3  # past the gap at the end
 
 
 async def test_a_cursor_beyond_the_current_position_starts_with_one_reset_then_goes_live(

@@ -151,6 +151,60 @@ def _token_for(client: TestClient, database_url: str, user_id: int) -> str:  # t
     return token
 
 
+def test_0004_moves_message_events_into_their_rows_and_marks_what_was_deleted(
+    database_url: str,
+) -> None:
+    """Message events leave ``events`` (their rows carry the positions); what retention
+    had deleted (everything before a user's oldest event left) becomes the user's mark at
+    position 0. Down again, the message events after each mark come back."""
+    from alembic import command
+
+    upgrade(database_url, "0003")
+    users = [
+        "INSERT INTO users (id, username, username_key, email, email_key, password_hash,"
+        f" date_joined, event_pos) VALUES ({n}, 'u{n}', 'u{n}', 'u{n}@e.com', 'u{n}@e.com',"
+        f" 'x', 0, {pos})"
+        for n, pos in ((1, 4), (2, 5), (3, 0))
+    ]
+    # Both from user 2 to user 1: user 1's positions 2 and 3, user 2's 1 and 2.
+    messages = [
+        "INSERT INTO messages (id, sender_id, recipient_id, body, sent_at, recipient_seq,"
+        " peer_lo, peer_hi, conversation_seq, pair_seq, sender_pos, recipient_pos)"
+        f" VALUES ({n}, 2, 1, 'hi', 0, {n}, 1, 2, {n}, {n}, {n}, {n + 1})"
+        for n in (1, 2)
+    ]
+    # User 1's position 1 was deleted as too old, user 2's every stored event.
+    events = [
+        "INSERT INTO events (user_id, pos, kind, message_id, at) VALUES"
+        " (1, 2, 'message', 1, 0), (1, 3, 'message', 2, 0)",
+        "INSERT INTO events (user_id, pos, kind, by_id, of_id, up_to_id, at)"
+        " VALUES (1, 4, 'read', 1, 2, 2, 0)",
+    ]
+    execute_all(database_url, users + messages + events)
+    select = "SELECT user_id, pos, kind, up_to_id FROM events ORDER BY user_id, pos"
+
+    upgrade(database_url)
+    assert [tuple(r) for r in query_database(database_url, select)] == [
+        (1, 0, "gone", 1),
+        (1, 4, "read", 2),
+        (2, 0, "gone", 5),
+    ]
+    command.downgrade(alembic_config(database_url), "0003")
+    assert [tuple(r) for r in query_database(database_url, select)] == [
+        (1, 2, "message", None),
+        (1, 3, "message", None),
+        (1, 4, "read", 2),
+    ]
+
+
+def index_names(database_url: str, table: str) -> set[str]:
+    if database_url.startswith("sqlite"):
+        sql = f"SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = '{table}'"
+    else:
+        sql = f"SELECT indexname FROM pg_indexes WHERE tablename = '{table}'"
+    return {row[0] for row in query_database(database_url, sql)}
+
+
 def execute_all(database_url: str, statements: list[str]) -> None:
     """Run statements straight against a test database, in one transaction."""
     if database_url.startswith("sqlite"):
@@ -299,14 +353,6 @@ def test_0004_keeps_every_conversation_and_drops_the_pair_index(database_url: st
             database_url, "SELECT sql FROM sqlite_master WHERE name = 'conversations'"
         )
         assert "WITHOUT ROWID" in sql[0]
-
-
-def index_names(database_url: str, table: str) -> set[str]:
-    if database_url.startswith("sqlite"):
-        sql = f"SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = '{table}'"
-    else:
-        sql = f"SELECT indexname FROM pg_indexes WHERE tablename = '{table}'"
-    return {row[0] for row in query_database(database_url, sql)}
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgres"])

@@ -55,7 +55,8 @@ async def send(db: Database, sender: int, recipient: int, body: str, at: int = N
 
 async def send_in(conn: Conn, sender: int, recipient: int, body: str, at: int = NOW) -> MessageRow:
     """A send as ``actions`` runs it: count on both users' rows in ascending id order (taking
-    each one's event position), insert, count in both conversations, store both events."""
+    each one's event position), insert (the row is both users' event), count in both
+    conversations."""
     taken: dict[int, int] = {}
     seq = 0
     for user_id in sorted({sender, recipient}):
@@ -70,8 +71,6 @@ async def send_in(conn: Conn, sender: int, recipient: int, body: str, at: int = 
     positions = Positions(taken[sender], taken[recipient])
     message = await store.insert_message(conn, sender, recipient, body, at, seq, positions)
     await store.count_in_conversations(conn, sender, recipient, message.id)
-    events = [NewEvent(user_id, pos, MESSAGE, at, message.id) for user_id, pos in taken.items()]
-    await store.insert_events(conn, events)
     return message
 
 
@@ -226,18 +225,18 @@ async def test_delete_user_keeps_peers_conversations_at_the_latest_message_left(
         assert kept.last_message_id == to_carol.id  # untouched
         assert await store.list_conversations(conn, bob.id, None, 10) == []
         assert await store.get_conversation(conn, bob.id, alice.id) is None
-        assert await store.list_events(conn, bob.id, 0, 100) == []
+        # bob's stored events go (the messages he sent stay: they are their recipients')
+        sql = "SELECT count(*) FROM events WHERE user_id = $1"
+        assert await conn.fetch_val(sql, bob.id) == 0
         assert [c.peer_id for c in await store.list_conversations(conn, alice.id, None, 10)] == [
             carol.id,
             bob.id,
         ]
-        # alice keeps her events; the one of the message bob received has no message left
+        # alice keeps her events; the message bob received is gone, and its position with it
         events = await store.list_events(conn, alice.id, 0, 100)
-        assert [e.pos for e in events] == [1, 2, 3]
-        assert [e.message.id if e.message else None for e in events] == [
-            from_bob.id,
-            None,
-            to_carol.id,
+        assert [(e.pos, e.message.id if e.message else None) for e in events] == [
+            (1, from_bob.id),
+            (3, to_carol.id),
         ]
 
 
@@ -576,10 +575,12 @@ async def test_a_position_is_taken_once_per_user(
     db: Database, three: tuple[UserRow, UserRow, UserRow]
 ) -> None:
     alice, bob, _ = three
-    await send(db, alice.id, bob.id, "one")
+    read = NewEvent(alice.id, 1, READ, NOW, by_id=bob.id, of_id=alice.id, up_to_id=1)
+    async with db.transaction() as conn:
+        await store.insert_events(conn, [read])
     with pytest.raises(UniqueViolation):
         async with db.transaction() as conn:
-            await store.insert_events(conn, [NewEvent(alice.id, 1, READ, NOW, by_id=bob.id)])
+            await store.insert_events(conn, [read._replace(kind=RECEIVED)])
 
 
 async def test_event_pos_after_message_is_that_of_the_latest_message_up_to_an_id(
@@ -604,21 +605,35 @@ async def test_event_pos_after_message_is_that_of_the_latest_message_up_to_an_id
         assert await store.event_pos_after_message(conn, 999_999, last.id) == 0
 
 
-async def test_old_events_are_deleted_by_age(
+async def test_old_events_are_deleted_by_age_leaving_messages_and_a_mark(
     db: Database, three: tuple[UserRow, UserRow, UserRow]
 ) -> None:
+    """Stored events older than the cutoff go, oldest first, and each user's mark moves to
+    the latest position gone; a message is its own event and stays."""
     alice, bob, _ = three
-    await send(db, alice.id, bob.id, "old", at=NOW - 10)
-    kept = await send(db, bob.id, alice.id, "new", at=NOW)
+    old = await send(db, alice.id, bob.id, "old", at=NOW - 10)  # alice 1, bob 1
+    received = NewEvent(alice.id, 2, RECEIVED, NOW - 9, by_id=bob.id, message_ids=f"[{old.id}]")
+    read = NewEvent(bob.id, 2, READ, NOW - 8, by_id=bob.id, of_id=alice.id, up_to_id=old.id)
     async with db.transaction() as conn:
+        for user_id in (alice.id, bob.id, bob.id):
+            await store.take_event_positions(conn, user_id)
+        await store.insert_events(conn, [received, read, read._replace(pos=3, at=NOW)])
+        assert await store.events_gone_up_to(conn, alice.id) == 0
         assert await store.delete_oldest_events(conn, NOW - 5, limit=1) == 1
+        assert await store.events_gone_up_to(conn, alice.id) == 2
+        assert await store.events_gone_up_to(conn, bob.id) == 0
         assert await store.delete_oldest_events(conn, NOW - 5, limit=10) == 1
         assert await store.delete_oldest_events(conn, NOW - 5, limit=10) == 0
     async with db.read() as conn:
-        assert [(e.pos, e.message) for e in await store.list_events(conn, alice.id, 0, 10)] == [
-            (2, kept)
+        assert [(e.pos, e.kind) for e in await store.list_events(conn, alice.id, 0, 10)] == [
+            (1, MESSAGE)
         ]
-        assert [e.pos for e in await store.list_events(conn, bob.id, 0, 10)] == [2]
+        assert [(e.pos, e.kind) for e in await store.list_events(conn, bob.id, 0, 10)] == [
+            (1, MESSAGE),
+            (3, READ),
+        ]
+        assert await store.events_gone_up_to(conn, alice.id) == 2
+        assert await store.events_gone_up_to(conn, bob.id) == 2
         assert await store.current_event_pos(conn, alice.id) == 2  # positions are not reused
 
 
@@ -642,7 +657,7 @@ async def test_bulk_loading_keeps_numbers_positions_events_and_conversations(
             for n in range(2)
         ]
         await store.insert_messages(conn, rows)
-        last_id = await store.insert_message_events(conn, bob.id, first)
+        last_id = await store.latest_loaded_id(conn, bob.id, first)
         await store.count_many_in_conversations(conn, alice.id, bob.id, last_id, 2)
     async with db.read() as conn:
         count, ids = await store.inbox_page(conn, bob.id, 0, 10)

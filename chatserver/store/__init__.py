@@ -23,8 +23,8 @@ from chatserver.store.bulk import (
     BulkMessage,
     add_sent,
     count_many_in_conversations,
-    insert_message_events,
     insert_messages,
+    latest_loaded_id,
     reserve_received,
 )
 from chatserver.store.conversations import (
@@ -42,6 +42,7 @@ from chatserver.store.events import (
     NewEvent,
     delete_oldest_events,
     event_pos_after_message,
+    events_gone_up_to,
     insert_events,
     list_events,
 )
@@ -155,6 +156,7 @@ __all__ = [
     "delete_tokens_unused_since",
     "delete_user",
     "event_pos_after_message",
+    "events_gone_up_to",
     "find_token_user",
     "find_user_by_login",
     "find_user_by_skeleton",
@@ -170,10 +172,10 @@ __all__ = [
     "insert_events",
     "insert_idempotent_response",
     "insert_message",
-    "insert_message_events",
     "insert_messages",
     "insert_token",
     "insert_user",
+    "latest_loaded_id",
     "list_blocks",
     "list_conversations",
     "list_events",

@@ -44,8 +44,7 @@ class BulkMessage(NamedTuple):
 
 
 async def insert_messages(conn: Conn, rows: list[BulkMessage]) -> None:
-    """Insert messages whose numbers and positions the caller reserved; then store their
-    events with ``insert_message_events``."""
+    """Insert messages whose numbers and positions the caller reserved."""
     await conn.execute_many(
         "INSERT INTO messages (sender_id, recipient_id, body, sent_at, recipient_seq,"
         " peer_lo, peer_hi, conversation_seq, pair_seq, sender_pos, recipient_pos)"
@@ -54,24 +53,16 @@ async def insert_messages(conn: Conn, rows: list[BulkMessage]) -> None:
     )
 
 
-async def insert_message_events(conn: Conn, recipient_id: int, first_seq: int) -> int:
-    """The message events of a recipient's messages from sequence number ``first_seq`` on,
-    for both users (one for a message to oneself); return the latest message id."""
-    received = "FROM messages WHERE recipient_id = $1 AND recipient_seq >= $2"
-    await conn.execute(
-        "INSERT INTO events (user_id, pos, kind, message_id, at)"
-        f" SELECT recipient_id, recipient_pos, 'message', id, sent_at {received}",
-        recipient_id,
-        first_seq,
+async def latest_loaded_id(conn: Conn, recipient_id: int, first_seq: int) -> int:
+    """The id of the latest of a recipient's messages from sequence number ``first_seq`` on
+    (the messages carry their events' positions: nothing else to store)."""
+    return int(
+        await conn.fetch_val(
+            "SELECT max(id) FROM messages WHERE recipient_id = $1 AND recipient_seq >= $2",
+            recipient_id,
+            first_seq,
+        )
     )
-    await conn.execute(
-        "INSERT INTO events (user_id, pos, kind, message_id, at)"
-        f" SELECT sender_id, sender_pos, 'message', id, sent_at {received}"
-        " AND sender_id <> recipient_id",
-        recipient_id,
-        first_seq,
-    )
-    return int(await conn.fetch_val(f"SELECT max(id) {received}", recipient_id, first_seq))
 
 
 async def count_many_in_conversations(
