@@ -10,6 +10,7 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.channels.backends.memory import MemoryChannelsBackend
+from litestar.routes import HTTPRoute
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from chatserver import actions
@@ -65,10 +66,26 @@ class ChatApp(Litestar):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        _allow_every_method(self)
         self._entry = RequestContext(super().__call__)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self._entry(scope, receive, send)
+
+
+def _allow_every_method(app: Litestar) -> None:
+    """Make each automatic ``OPTIONS`` answer ``Allow`` with every method of its path.
+
+    Litestar 2.25 builds a path's OPTIONS handler with its first handler and keeps it when
+    the router adds the path's other methods, so ``Allow`` named only the first one. The
+    handler reads ``route.methods`` from its closure: point it at the finished route."""
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or "OPTIONS" not in route.route_handler_map:
+            continue
+        handler, _ = route.route_handler_map["OPTIONS"]
+        for cell in getattr(handler.fn, "__closure__", None) or ():
+            if isinstance(cell.cell_contents, HTTPRoute):
+                cell.cell_contents = route
 
 
 async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) -> Services:
