@@ -29,7 +29,7 @@ SECRETS: set[str] = set()
 IN_PROCESS_LOG = "in-process.log"
 # What a credential looks like in a log, whatever its value.
 LEAK_PATTERNS = [
-    re.compile(r"(?i)\b(?:bearer|basic)\s+[A-Za-z0-9+/_=-]{8,}"),
+    re.compile(r"(?i)\b(?:bearer|basic)\s+[A-Za-z0-9+/_=-]{20,}"),
     re.compile(r'(?i)"password"\s*:'),
     re.compile(r"(?i)[?&]token=[^&\s]+"),
 ]
