@@ -20,7 +20,11 @@ from chatserver.errors import InvalidInput
 MAX_ID = 2**63 - 1
 Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
 
-USERNAME_RE = re.compile(r"[\w.@+-]{1,30}")
+USERNAME_PATTERN = r"^[\w.@+-]{1,30}$"
+USERNAME_RE = re.compile(USERNAME_PATTERN)
+# JSON Schema patterns match anywhere: "has a character that is not a digit / whitespace".
+NOT_ONLY_DIGITS = r"\D"
+NOT_ONLY_WHITESPACE = r"\S"
 MESSAGE_MAX = 10_000
 SEARCH_MAX = 200
 PASSWORD_MIN, PASSWORD_MAX = 8, 1024
@@ -50,9 +54,30 @@ def to_datetime(micros: int | None) -> datetime | None:
 class NewUser(msgspec.Struct):
     """Unknown fields are ignored: nobody can set their own id, date_joined or a role."""
 
-    username: Annotated[str, msgspec.Meta(examples=["john"])]
-    email: Annotated[str, msgspec.Meta(examples=["john@example.com"])]
-    password: Annotated[str, msgspec.Meta(examples=["s3cret-pass"])]
+    # The rules check_new_user applies, documented (extra_json_schema is not enforced by
+    # msgspec, so the error messages stay check_new_user's).
+    username: Annotated[
+        str, msgspec.Meta(examples=["john"], extra_json_schema={"pattern": USERNAME_PATTERN})
+    ]
+    email: Annotated[
+        str,
+        msgspec.Meta(
+            examples=["john@example.com"],
+            extra_json_schema={"format": "email", "maxLength": EMAIL_MAX},
+        ),
+    ]
+    password: Annotated[
+        str,
+        msgspec.Meta(
+            examples=["s3cret-pass"],
+            description=f"{PASSWORD_MIN}–{PASSWORD_MAX} characters, not only digits",
+            extra_json_schema={
+                "minLength": PASSWORD_MIN,
+                "maxLength": PASSWORD_MAX,
+                "pattern": NOT_ONLY_DIGITS,
+            },
+        ),
+    ]
     invite: (
         Annotated[
             str,
@@ -74,7 +99,14 @@ class Login(msgspec.Struct):
 
 
 MessageText = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=MESSAGE_MAX, examples=["hai 12"])
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=MESSAGE_MAX,
+        examples=["hai 12"],
+        description="Not only whitespace",
+        extra_json_schema={"pattern": NOT_ONLY_WHITESPACE},
+    ),
 ]
 
 
@@ -422,7 +454,8 @@ def password_problem(password: str) -> str | None:
         return why
     if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
         return f"{PASSWORD_MIN}–{PASSWORD_MAX} characters"
-    if password.isdigit():
+    # The documented pattern's rule (str.isdigit would also count "²" as a digit).
+    if re.search(NOT_ONLY_DIGITS, password) is None:
         return "must not be entirely digits"
     if passwords.is_common(password):
         return "is a commonly used password (NIST SP 800-63B): choose a less guessable one"
@@ -434,7 +467,7 @@ def check_message(text: str) -> None:
     why = bad_text(text)
     if why is None and not 1 <= len(text) <= MESSAGE_MAX:
         why = f"1–{MESSAGE_MAX} characters"
-    if why is None and text.isspace():
+    if why is None and re.search(NOT_ONLY_WHITESPACE, text) is None:
         why = "must not be only whitespace"
     if why is not None:
         raise InvalidInput({"message": [why]})

@@ -137,16 +137,6 @@ class PostgresServer(procs.Service):
             self.stop()
             raise
 
-    def crash(self) -> None:
-        """``pg_ctl stop -m immediate``: every backend killed at once, as in a crash (the
-        next start recovers from the WAL)."""
-        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"])
-
-    def restart(self) -> None:
-        """Start again on the same port and data directory (after `crash`)."""
-        pg_ctl = [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_path)]
-        self._run([*pg_ctl, "-o", self._server_options(), "-w", "start"])
-
     @property
     def log_path(self) -> Path:
         assert self.dir is not None, "cluster not started"
@@ -194,6 +184,24 @@ class PostgresServer(procs.Service):
                 f"{shlex.join(argv)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}\n{log}"
             )
         return out.stdout
+
+    def crash(self) -> None:
+        """Stop the server as a crash would (pg_ctl stop -m immediate: no checkpoint, the
+        next start replays the WAL)."""
+        if self._admin is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._admin.close()
+            self._admin = None
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"])
+
+    def restart(self) -> None:
+        """Start the stopped server again on the same port and reopen the admin connection."""
+        assert self.dir is not None, "cluster not started"
+        pg_ctl = [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_path)]
+        self._run([*pg_ctl, "-o", self._server_options(), "-w", "start"])
+        self._admin = psycopg.connect(
+            host=str(self.dir), port=self.port, user=USER, dbname="postgres", autocommit=True
+        )
 
     def create_database(self, name: str | None = None) -> str:
         """Create a new empty database (``test_N`` unless named) and return its name."""

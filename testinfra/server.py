@@ -21,6 +21,9 @@ from chatserver.config import Settings
 from testinfra import procs
 from testinfra.procs import HOST
 
+# Where every server's output goes, when set (the test suite sets it so one check at the end
+# can read every log the run wrote); else each server's own workdir.
+LOG_DIR_ENV = "TESTINFRA_LOG_DIR"
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 15.0
 
@@ -107,7 +110,7 @@ class ServerProcess:
         self.managed = spawn(
             "chatserver",
             serve_argv(self.port, self.args),
-            log_path=self.workdir / f"chatserver-{self.port}-{self.starts}.log",
+            log_path=log_dir(self.workdir) / f"chatserver-{self.port}-{self.starts}.log",
             env=self.env,
             cwd=self.workdir,
         )
@@ -156,6 +159,12 @@ class ServerProcess:
             if len(argv) > 2 and argv[1] == "-m" and argv[2] in ("uvicorn", "granian"):
                 return argv
         return []
+
+
+def log_dir(default: Path) -> Path:
+    """$TESTINFRA_LOG_DIR if set, else ``default``."""
+    shared = os.environ.get(LOG_DIR_ENV)
+    return Path(shared) if shared else default
 
 
 def start_server(

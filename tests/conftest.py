@@ -14,7 +14,7 @@ from chatserver.config import Settings
 from chatserver.migrations import upgrade
 from tests.helpers import NO_LIMITS, TEST_LIMITS, Api, concurrent_client
 
-pytest_plugins = ["tests.servers"]
+pytest_plugins = ["tests.servers", "tests.logcheck"]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -26,8 +26,10 @@ from litestar.testing import AsyncTestClient
 from chatserver.app import create_app
 from chatserver.config import Settings
 from chatserver.migrations import upgrade
+from tests.logcheck import remember
 
 PASSWORD = "correct horse battery"
+remember(PASSWORD)
 MESSAGE_FIELDS = {
     "id",
     "sent_by",
@@ -89,7 +91,9 @@ class Api:
             "/api/v1/auth/token/", json={"username": username, "password": password}
         )
         assert r.status_code == 200, r.text
-        return str(r.json()["token"])
+        token = str(r.json()["token"])
+        remember(token)
+        return token
 
     async def send(self, sender: User, to: int, text: str = "hello", **headers: str) -> Any:
         r = await self.client.post(

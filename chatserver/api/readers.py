@@ -42,10 +42,22 @@ class _FieldsReader:
     def convert(self, values: dict[str, Any], errors: dict[str, list[str]]) -> Any:
         if not errors:
             try:
-                return msgspec.convert(values, self.struct, strict=False)
+                converted = msgspec.convert(values, self.struct, strict=False)
             except msgspec.ValidationError:
                 pass
+            else:
+                if not (errors := self._given_as_null(values, converted)):
+                    return converted
         raise InvalidInput({**errors, **field_errors(self.struct, values, strict=False)})
+
+    def _given_as_null(self, values: dict[str, Any], converted: Any) -> dict[str, list[str]]:
+        """Parameters whose text became None (msgspec reads "null" so): leaving one out is how
+        to say "none", and OpenAPI documents them without a null."""
+        return {
+            name: ["omit the parameter instead of giving null"]
+            for name in values
+            if getattr(converted, self.fields[name].name) is None
+        }
 
     def parameters(self) -> list[Parameter]:
         schema = msgspec.json.schema(self.struct)

@@ -9,7 +9,7 @@ A route's parameters say what it needs:
 - ``caller``: the authenticated Caller (401 without valid credentials). A route without
   it is public, and OpenAPI says so;
 - ``path`` / ``query`` / ``headers`` / ``body``: a msgspec Struct read from the path's
-  parameters (``/{user_id:int}/``; Litestar documents them from the path), the query
+  parameters (``/{user_id:int}/``; documented with the Struct's bounds), the query
   string, the request headers (matched without regard to case) or the JSON body, with the rules
   attached to its fields (``Annotated[int, Meta(ge=1)]``) and in ``__post_init__``.
 
@@ -231,7 +231,10 @@ class Declaration:
         it parses itself, and here it parses nothing."""
         parameters = [*(self.query.parameters() if self.query else ())]
         parameters += self.headers.parameters() if self.headers else []
-        fields["parameters"] = [*(fields.get("parameters") or ()), *parameters] or None
+        # The path Struct's schema replaces Litestar's bare one: it carries the bounds.
+        declared = {p.name: p for p in self.path.parameters()} if self.path else {}
+        inferred = [declared.get(p.name, p) for p in fields.get("parameters") or ()]
+        fields["parameters"] = [*inferred, *parameters] or None
         if self.limit is not None:
             fields["responses"] = docs.with_rate_limit_headers(fields.get("responses") or {})
         if not self.authenticated:
