@@ -13,7 +13,7 @@ from litestar.channels.backends.memory import MemoryChannelsBackend
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from chatserver import actions
-from chatserver.api import chats, conversations, events, health, stream, tokens, users
+from chatserver.api import chats, conversations, events, health, stream, tokens, users, web
 from chatserver.api.openapi import openapi_config
 from chatserver.auth import TokenCache
 from chatserver.broker import BoundedSubscriber, ChatChannels, ChatRedisBackend
@@ -48,6 +48,7 @@ def create_app(settings: Settings) -> Litestar:
         *stream.HANDLERS,
         *events.HANDLERS,
         *health.HANDLERS,
+        web.web_router(),
     ]
     return ChatApp(
         route_handlers=handlers,

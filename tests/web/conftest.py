@@ -1,0 +1,221 @@
+"""The web client in Debian's Chromium against a real ``chatserver serve``: one server and
+one browser per test module, a fresh browser context per person.
+
+Every person's page is watched for the whole test: console errors, uncaught exceptions and
+Content-Security-Policy violations fail the test (the browser's own log lines about
+requests that failed while a test holds the network down are expected then, and only then).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+
+from testinfra.server import ServerProcess, running_server
+from tests.browser import CHROMIUM_ARGS, chromium_path
+
+PASSWORD = "s3cret-pass"
+ARTIFACTS = Path(
+    os.environ.get("CHAT_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts")
+)
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 360, "height": 740}
+# What Chromium logs by itself for a request that could not be made while offline.
+NETWORK_FAILURE = re.compile(r"Failed to load resource|net::ERR_|WebSocket connection to")
+# Reported to the console by an init script (not subject to the page's CSP).
+CSP_WATCH = """document.addEventListener("securitypolicyviolation", (e) =>
+  console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`));
+"""
+_names = itertools.count(1)
+expect.set_options(timeout=15_000)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{os.getpid() % 1000}x{next(_names)}"
+
+
+class Person:
+    """One person in their own browser context (own storage, own network switch)."""
+
+    def __init__(self, browser: Browser, base_url: str, name: str, **options: Any) -> None:
+        self.name = name
+        self.base_url = base_url
+        self.context: BrowserContext = browser.new_context(**{"viewport": DESKTOP, **options})
+        self.context.add_init_script(CSP_WATCH)
+        self.page: Page = self.context.new_page()
+        self.problems: list[str] = []
+        self.network_down = False
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        self.page.on("dialog", lambda dialog: self.problems.append(f"dialog: {dialog.message}"))
+
+    def _console(self, message: Any) -> None:
+        if message.type != "error":
+            return
+        if self.network_down and NETWORK_FAILURE.search(message.text):
+            return
+        self.problems.append(f"console error: {message.text}")
+
+    # ------------------------------------------------------------ going places
+
+    def open(self, path: str = "/") -> None:
+        self.page.goto(self.base_url + path)
+
+    def sign_up(self) -> None:
+        self.open("/#/signup")
+        form = self.page.get_by_role("form", name="Sign up")
+        form.get_by_label("Username", exact=True).fill(self.name)
+        form.get_by_label("Email", exact=True).fill(f"{self.name}@example.com")
+        form.get_by_label("Password", exact=True).fill(PASSWORD)
+        form.get_by_role("button", name="Sign up").click()
+        self.expect_connected()
+
+    def log_in(self, path: str = "/#/login") -> None:
+        self.open(path)
+        form = self.page.get_by_role("form", name="Log in")
+        form.get_by_label("Username or email", exact=True).fill(self.name)
+        form.get_by_label("Password", exact=True).fill(PASSWORD)
+        form.get_by_role("button", name="Log in").click()
+        self.expect_connected()
+
+    def expect_connected(self) -> None:
+        expect(self.page.get_by_role("status").filter(has_text="Connected")).to_be_visible()
+
+    def open_conversation(self, peer: str) -> None:
+        self.entry(peer).click()
+        expect(self.page.get_by_role("heading", name=peer, exact=True)).to_be_visible()
+
+    def start_conversation(self, peer: str) -> None:
+        finder = self.page.get_by_role("searchbox", name="Find people")
+        finder.fill(peer)
+        finder.press("Enter")
+        self.page.get_by_role("link", name=f"Message {peer}", exact=True).click()
+        expect(self.page.get_by_role("heading", name=peer, exact=True)).to_be_visible()
+
+    # ------------------------------------------------------------ what is on the page
+
+    @property
+    def conversations(self) -> Any:
+        return self.page.get_by_role("navigation", name="Conversations")
+
+    def entry(self, peer: str) -> Any:
+        return self.conversations.get_by_role("link", name=re.compile(f"^{re.escape(peer)}\\b"))
+
+    @property
+    def log(self) -> Any:
+        return self.page.get_by_role("log", name="Messages")
+
+    @property
+    def messages(self) -> Any:
+        return self.log.get_by_role("article")
+
+    def message(self, text: str) -> Any:
+        return self.messages.filter(has_text=text)
+
+    @property
+    def composer(self) -> Any:
+        return self.page.get_by_role("textbox", name="Message", exact=True)
+
+    def send(self, text: str) -> None:
+        self.composer.fill(text)
+        self.composer.press("Enter")
+
+    def go_offline(self) -> None:
+        self.network_down = True
+        self.context.set_offline(True)
+
+    def go_online(self) -> None:
+        self.context.set_offline(False)
+        self.expect_connected()
+        self.network_down = False
+
+    def screenshot(self, name: str) -> Path:
+        path = ARTIFACTS / "web" / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(path))
+        return path
+
+
+class ApiClient:
+    """The HTTP API for arranging what a test starts from (users, many messages)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=30)
+
+    def sign_up(self, name: str) -> tuple[int, str]:
+        """A new user: (id, token)."""
+        body = {"username": name, "email": f"{name}@example.com", "password": PASSWORD}
+        user = self.http.post("/api/v1/users/", json=body)
+        assert user.status_code == 201, user.text
+        login = self.http.post("/api/v1/auth/token/", json={"username": name, "password": PASSWORD})
+        assert login.status_code == 200, login.text
+        return user.json()["id"], login.json()["token"]
+
+    def send(self, token: str, to: int, text: str) -> dict[str, Any]:
+        r = self.http.post(
+            "/api/v1/chats/",
+            json={"user_id": to, "message": text},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert r.status_code == 201, r.text
+        message: dict[str, Any] = r.json()
+        return message
+
+    def get(self, token: str, path: str, **params: Any) -> Any:
+        r = self.http.get(path, params=params, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    chromium_path()  # skip before starting anything when there is no browser
+    workdir = tmp_path_factory.mktemp("web")
+    env = {"CHAT_DATABASE_URL": f"sqlite:///{workdir / 'chat.db'}", "CHAT_RATE_LIMITS": "off"}
+    with running_server(workdir, env) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(server: ServerProcess) -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def api(server: ServerProcess) -> Iterator[ApiClient]:
+    client = ApiClient(server.base_url)
+    yield client
+    client.http.close()
+
+
+@pytest.fixture
+def people(browser: Browser, server: ServerProcess) -> Iterator[Any]:
+    """``people(n)`` -> n new people, each in their own context; none of their pages may log
+    an error, throw, or violate the CSP during the test."""
+    made: list[Person] = []
+
+    def make(count: int = 1, **options: Any) -> list[Person]:
+        new = [Person(browser, server.base_url, unique("p"), **options) for _ in range(count)]
+        made.extend(new)
+        return new
+
+    yield make
+    problems = [f"{p.name}: {problem}" for p in made for problem in p.problems]
+    for person in made:
+        person.context.close()
+    assert problems == []
