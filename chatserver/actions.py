@@ -12,7 +12,7 @@ import msgspec
 
 from chatserver import auth, store
 from chatserver.db import Conn, UniqueViolation
-from chatserver.errors import Conflict, IdempotencyMismatch, NotFound
+from chatserver.errors import Conflict, IdempotencyMismatch, InvalidInput, NotFound
 from chatserver.events import MESSAGE, READ, RECEIVED
 from chatserver.schemas import Login, MessageOut, NewMessage, NewUser, check_new_user
 from chatserver.services import Services, now_us
@@ -59,6 +59,7 @@ async def delete_user(s: Services, user_id: int) -> None:
     async with s.db.transaction() as conn:
         await store.delete_user(conn, user_id)
     s.tokens.evict_user(user_id)
+    s.note_search_change()  # the messages they received left the search index
     s.events.revoke_user(user_id)
 
 
@@ -114,7 +115,7 @@ async def send_message(
             if idempotency_key is not None:
                 stored = store.StoredResponse(request_hash, SENT, _encode(view).decode())
                 await store.insert_idempotent_response(
-                    conn, sender_id, idempotency_key, stored, message.sent_at
+                    conn, sender_id, idempotency_key, stored, message.sent_at, message.id
                 )
     except UniqueViolation:
         # A concurrent repeat with the same key committed first: answer with its result.
@@ -142,9 +143,11 @@ async def _insert_message(
         else:
             raise NotFound("The sending user no longer exists")
     assert seq is not None
+    if body.reply_to is not None:
+        await _check_reply_target(conn, body.reply_to, sender_id, recipient_id)
     positions = store.Positions(taken[sender_id], taken[recipient_id])
     message = await store.insert_message(
-        conn, sender_id, recipient_id, body.message, now, seq, positions
+        conn, sender_id, recipient_id, body.message, now, seq, positions, body.reply_to
     )
     await store.count_in_conversations(conn, sender_id, recipient_id, message.id)
     await store.insert_events(
@@ -154,8 +157,22 @@ async def _insert_message(
     return message, positions
 
 
+async def _check_reply_target(conn: Conn, reply_to: int, sender_id: int, recipient_id: int) -> None:
+    """A reply answers a live message of the same conversation (checked under the users'
+    locks, so the message cannot be deleted meanwhile)."""
+    lo, hi = sorted((sender_id, recipient_id))
+    if not await store.reply_target_ok(conn, reply_to, lo, hi):
+        raise InvalidInput(
+            {"reply_to": ["must be the id of a message (not deleted) of this conversation"]}
+        )
+
+
 def _request_hash(body: NewMessage) -> str:
-    return hashlib.sha256(msgspec.json.encode([body.user_id, body.message])).hexdigest()
+    # Without reply_to, the hash of earlier versions: their stored keys still match.
+    fields: list[object] = [body.user_id, body.message]
+    if body.reply_to is not None:
+        fields.append(body.reply_to)
+    return hashlib.sha256(msgspec.json.encode(fields)).hexdigest()
 
 
 def _replay(earlier: store.StoredResponse, request_hash: str) -> Sent:
@@ -196,6 +213,18 @@ async def read_messages(
         count, ids = await _count_and_ids(conn, f, offset, page_size)
         rows = await _load_messages(s, conn, ids)
     rows = await _mark_fetched(s, user_id, rows)
+    return Page(count, rows)
+
+
+async def search_messages(s: Services, q: store.SearchQuery, page: int, page_size: int) -> Page:
+    """A page of the caller's messages containing every word of the query, newest first;
+    marks what it returns as received, as every read of messages does."""
+    async with s.db.read() as conn:
+        count, ids = await store.search_page(
+            conn, s.db.dialect, q, (page - 1) * page_size, page_size
+        )
+        rows = await _load_messages(s, conn, ids)
+    rows = await _mark_fetched(s, q.user_id, rows)
     return Page(count, rows)
 
 

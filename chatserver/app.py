@@ -25,7 +25,9 @@ from chatserver.lastseen import LastSeen
 from chatserver.middleware import RequestContext
 from chatserver.presence import LocalPresence, RedisPresence
 from chatserver.problems import EXCEPTION_HANDLERS
+from chatserver.searchindex import SearchPurge
 from chatserver.services import Services
+from chatserver.views import MessageCache
 
 log = logging.getLogger("chatserver")
 
@@ -91,11 +93,16 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     last_seen = LastSeen(db, settings.last_seen_resolution_seconds)
     last_seen.start()
     stack.push_async_callback(last_seen.stop)
-    hub = Hub(channels, presence, token_cache, last_seen)
+    messages = MessageCache()
+    channels.after_resync = [messages.clear]
+    hub = Hub(channels, presence, token_cache, last_seen, messages)
     await hub.start()
     stack.push_async_callback(hub.stop)
     events = Events(channels, channels.may_have_listeners)
-    services = Services(settings, db, events, token_cache, hub, last_seen)
+    search_purge = SearchPurge(db, settings.search_purge_seconds)
+    search_purge.start()
+    stack.push_async_callback(search_purge.stop)
+    services = Services(settings, db, events, token_cache, hub, last_seen, messages, search_purge)
     purge = asyncio.create_task(_purge_expired(services))
     stack.callback(purge.cancel)
     return services

@@ -128,6 +128,12 @@ class ChatChannels(ChannelsPlugin):
     bound. Here a subscriber knows its channels, and empty channels are dropped.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Called when the broker is back after an outage: what was published meanwhile on
+        # the control channel (cache evictions) may be lost, so caches built on it start over.
+        self.after_resync: list[Callable[[], None]] = []
+
     async def _on_startup(self) -> None:
         if isinstance(self._backend, ChatRedisBackend):
             self._backend.on_resync = self._resync
@@ -152,6 +158,8 @@ class ChatChannels(ChannelsPlugin):
         targets = {s for members in self._channels.values() for s in members}
         for subscriber in targets - control:
             subscriber.put_nowait(RESYNC)
+        for callback in self.after_resync:
+            callback()
         log.info("message broker back: %d subscribers resync", len(targets - control))
 
     async def _pub_worker(self) -> None:

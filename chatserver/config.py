@@ -68,6 +68,11 @@ class Settings:
     stream_queue_size: int = setting(
         1000, "events waiting for one stream; a client further behind is closed with 1013"
     )
+    search_purge_seconds: float = setting(
+        60.0,
+        "SQLite: the words of edited and deleted messages leave the search index's segments"
+        " this long after the change, at the latest",
+    )
 
     def __post_init__(self) -> None:
         validate(self)
@@ -151,6 +156,7 @@ POSITIVE = (
     "token_cache_seconds",
     "stream_queue_size",
     "event_retention_days",
+    "search_purge_seconds",
 )
 
 

@@ -52,6 +52,12 @@ class NotAcceptable(ChatError):
     title = "Not acceptable"
 
 
+class Forbidden(ChatError):
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
 class NotFound(ChatError):
     status = 404
     code = "not-found"

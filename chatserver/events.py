@@ -56,6 +56,22 @@ class ReadEvent(msgspec.Struct, tag="read", tag_field="type"):
     at: datetime
 
 
+class EditedEvent(msgspec.Struct, tag="edited", tag_field="type"):
+    """A message to or from me was edited (sent to both users); a replay shows its current
+    state."""
+
+    pos: int
+    message: msgspec.Raw  # MessageOut
+
+
+class DeletedEvent(msgspec.Struct, tag="deleted", tag_field="type"):
+    """A message to or from me was deleted (sent to both users): it is now a tombstone."""
+
+    pos: int
+    message_id: int
+    at: datetime
+
+
 class ResetEvent(msgspec.Struct, tag="reset", tag_field="type"):
     """The position asked for is older than what is kept: refetch, then go on from ``pos``."""
 
@@ -95,6 +111,8 @@ def render(row: store.EventRow) -> bytes | None:
         if row.message is None:
             return None
         return encode_message_event(row.pos, msgspec.Raw(_encode(message_out(row.message))))
+    if row.kind in (EDITED, DELETED):
+        return _render_change(row, at)
     if row.kind == RECEIVED:
         assert row.by_id is not None
         assert row.message_ids is not None
@@ -106,7 +124,17 @@ def render(row: store.EventRow) -> bytes | None:
     return _encode(ReadEvent(row.pos, row.by_id, row.of_id, row.up_to_id, at))
 
 
+def _render_change(row: store.EventRow, at: datetime) -> bytes | None:
+    """An edit or a deletion; None when the message is gone with its recipient's account."""
+    if row.message is None:
+        return None
+    if row.kind == DELETED:
+        return _encode(DeletedEvent(row.pos, row.message.id, at))
+    return _encode(EditedEvent(row.pos, msgspec.Raw(_encode(message_out(row.message)))))
+
+
 MESSAGE, RECEIVED, READ = "message", "received", "read"
+EDITED, DELETED = "edited", "deleted"
 
 
 class RevokeEvent(msgspec.Struct, tag="revoke", tag_field="type"):
@@ -114,6 +142,15 @@ class RevokeEvent(msgspec.Struct, tag="revoke", tag_field="type"):
 
     user_id: int
     token_hash: str | None = None
+
+
+class EvictEvent(msgspec.Struct, tag="evict", tag_field="type"):
+    """A message changed (edited, deleted): every node drops its cached copy."""
+
+    message_id: int
+
+
+ControlEvent = RevokeEvent | EvictEvent
 
 
 _encode = msgspec.json.Encoder().encode
@@ -158,6 +195,23 @@ class Events:
         assert when is not None
         for user_id, pos in positions.items():
             self.publish(user_id, _encode(ReadEvent(pos, by, of, up_to_id, when)))
+
+    def publish_edited(self, message: MessageOut, positions: dict[int, int]) -> None:
+        """An edited message, to each user of its conversation at their position."""
+        body = msgspec.Raw(_encode(message))
+        for user_id, pos in positions.items():
+            self.publish(user_id, _encode(EditedEvent(pos, body)))
+
+    def publish_deleted(self, message_id: int, at: int, positions: dict[int, int]) -> None:
+        """A deleted message's id, to each user of its conversation at their position."""
+        when = to_datetime(at)
+        assert when is not None
+        for user_id, pos in positions.items():
+            self.publish(user_id, _encode(DeletedEvent(pos, message_id, when)))
+
+    def evict_message(self, message_id: int) -> None:
+        """Tell every node to drop its cached copy of a changed message."""
+        self.channels.publish(_encode(EvictEvent(message_id)), CONTROL_CHANNEL)
 
     def revoke_token(self, user_id: int, token_hash: str) -> None:
         self.channels.publish(_encode(RevokeEvent(user_id, token_hash)), CONTROL_CHANNEL)

@@ -15,16 +15,17 @@ import msgspec
 from litestar.channels import ChannelsPlugin
 
 from chatserver.auth import TokenCache
-from chatserver.events import CONTROL_CHANNEL, RevokeEvent
+from chatserver.events import CONTROL_CHANNEL, ControlEvent, EvictEvent, RevokeEvent
 from chatserver.lastseen import LastSeen
 from chatserver.presence import Presence
+from chatserver.views import MessageCache
 
 log = logging.getLogger("chatserver")
 
 CLOSE_REVOKED = 4401
 PRESENCE_REFRESH_SECONDS = 20
 LAST_SEEN_EVERY_SECONDS = 60
-_decode_control = msgspec.json.Decoder(RevokeEvent).decode
+_decode_control = msgspec.json.Decoder(ControlEvent).decode
 
 
 @dataclass(eq=False, slots=True)
@@ -50,8 +51,10 @@ class Hub:
         presence: Presence,
         tokens: TokenCache,
         last_seen: LastSeen,
+        messages: MessageCache | None = None,
     ) -> None:
         self._channels = channels
+        self._messages = messages
         self._last_seen = last_seen
         self.presence = presence
         self._tokens = tokens
@@ -104,9 +107,15 @@ class Hub:
     async def _follow_control(self, events: AsyncIterator[bytes]) -> None:
         async for payload in events:
             try:
-                self.revoke(_decode_control(payload))
+                event = _decode_control(payload)
             except msgspec.ValidationError:
                 log.warning("ignored a malformed control event")
+                continue
+            if isinstance(event, EvictEvent):
+                if self._messages is not None:
+                    self._messages.forget(event.message_id)
+            else:
+                self.revoke(event)
 
     async def _housekeeping(self) -> None:
         """Keep presence entries fresh; move last_seen_at of connected users once a minute."""

@@ -85,6 +85,13 @@ messages = Table(
     # the position of its event in the sender's and the recipient's streams
     Column("sender_pos", BigInteger, nullable=False, server_default="0"),
     Column("recipient_pos", BigInteger, nullable=False, server_default="0"),
+    # edits keep only the latest text; a deleted message keeps its place with an empty body
+    Column("edited_at", BigInteger, nullable=True),
+    Column("deleted_at", BigInteger, nullable=True),
+    # the message of the same conversation this one answers
+    Column("reply_to", BigInteger, nullable=True),
+    # The search index is not declared here: an FTS5 table kept by triggers (SQLite) or a
+    # generated tsvector column with a GIN index (PostgreSQL); see migration 0005.
     Index("ix_messages_recipient_seq", "recipient_id", "recipient_seq", unique=True),
     Index("ix_messages_recipient_id", "recipient_id", "id"),
     Index("ix_messages_sender_id", "sender_id", "id"),
@@ -152,4 +159,6 @@ idempotency_keys = Table(
     Column("status", Integer, nullable=False),
     Column("response", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False, index=True),
+    # the message the response holds: a deletion rewrites the response to the tombstone
+    Column("message_id", BigInteger, nullable=True, index=True),
 )

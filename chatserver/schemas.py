@@ -21,6 +21,7 @@ Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
 
 USERNAME_RE = re.compile(r"[\w.@+-]{1,30}")
 MESSAGE_MAX = 10_000
+SEARCH_MAX = 200
 PASSWORD_MIN, PASSWORD_MAX = 8, 1024
 EMAIL_MAX = 254
 MAX_PAGE = 10**9
@@ -61,12 +62,37 @@ class Login(msgspec.Struct):
         check_login(self)
 
 
+MessageText = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=MESSAGE_MAX, examples=["hai 12"])
+]
+
+
 class NewMessage(msgspec.Struct):
     user_id: Annotated[int, msgspec.Meta(ge=1, le=MAX_ID, examples=[1])]
-    message: Annotated[str, msgspec.Meta(min_length=1, max_length=MESSAGE_MAX, examples=["hai 12"])]
+    message: MessageText
+    reply_to: (
+        Annotated[
+            int,
+            msgspec.Meta(
+                ge=1, le=MAX_ID, description="The id of a message of this conversation it answers"
+            ),
+        ]
+        | None
+    ) = None
 
     def __post_init__(self) -> None:
         check_message(self.message)
+
+
+class MessageEdit(msgspec.Struct):
+    message: MessageText
+
+    def __post_init__(self) -> None:
+        check_message(self.message)
+
+
+class MessagePath(msgspec.Struct, frozen=True):
+    id: Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
 
 
 class SendHeaders(msgspec.Struct, frozen=True):
@@ -101,6 +127,19 @@ class MessagesQuery(msgspec.Struct, frozen=True):
             " until a message arrives",
         ),
     ] = 0.0
+    q: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                min_length=1,
+                max_length=SEARCH_MAX,
+                pattern=TEXT_PATTERN,
+                description="Search: my messages (sent and received, not deleted) containing"
+                " every word, the last one as a prefix, ignoring case; newest first",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class UserQuery(msgspec.Struct, frozen=True):
@@ -208,14 +247,19 @@ class UserOut(msgspec.Struct, omit_defaults=True):
 
 
 class MessageOut(msgspec.Struct):
-    """A message as stored (a repeated Idempotency-Key returns the first one)."""
+    """A message as stored now (a repeated Idempotency-Key returns it too)."""
 
     id: int
     sent_by: int
     received_by: int
-    message: str
+    # null once deleted (a tombstone keeps its id, place, people, times and reply_to)
+    message: str | None
     sent_at: datetime
     received_at: datetime | None
+    edited_at: datetime | None
+    deleted_at: datetime | None
+    # the id of the message of this conversation it answers
+    reply_to: int | None
 
 
 class PageMeta(msgspec.Struct):

@@ -10,6 +10,7 @@ from chatserver.db import Database, now_us
 from chatserver.events import Events
 from chatserver.hub import Hub
 from chatserver.lastseen import LastSeen
+from chatserver.searchindex import SearchPurge
 from chatserver.views import MessageCache
 
 __all__ = ["Services", "now_us"]
@@ -24,3 +25,9 @@ class Services:
     hub: Hub
     last_seen: LastSeen
     messages: MessageCache = field(default_factory=MessageCache)
+    search_purge: SearchPurge | None = None
+
+    def note_search_change(self) -> None:
+        """Messages' words left the search index (see searchindex.py)."""
+        if self.search_purge is not None:
+            self.search_purge.note_change()

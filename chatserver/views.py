@@ -25,8 +25,11 @@ def user_out(user: UserRow, viewer_id: int | None, online: bool) -> UserOut:
 class MessageCache:
     """Messages by id with their encoded JSON, for the read routes.
 
-    A message changes once: ``received_at`` is set when its recipient first fetches it.
-    From then on its row is final, so a read takes the ids of its page from an index alone
+    A message changes when its recipient first fetches it (``received_at``) and when its
+    sender edits or deletes it. An edit or a deletion evicts it here, on every node (the
+    control channel; the whole cache is dropped when the broker comes back after an outage,
+    as evictions may have been missed). A received message is otherwise final, so a read
+    takes the ids of its page from an index alone
     and only the rows not held here from the table, which serves the inbox faster. A
     page splices the stored JSON (``msgspec.Raw``) instead of converting and encoding
     every message again. Bounded by the JSON it holds (the rows about double it): when
@@ -48,9 +51,19 @@ class MessageCache:
             found[message_id] = entry[0] if entry and entry[0].received_at is not None else None
         return found
 
+    def forget(self, message_id: int) -> None:
+        """Drop a message that changed (an edit, a deletion)."""
+        entry = self._entries.pop(message_id, None)
+        if entry is not None:
+            self._bytes -= len(entry[1])
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._bytes = 0
+
     def json(self, message: MessageRow) -> msgspec.Raw:
         entry = self._entries.get(message.id)
-        if entry is not None and entry[0].received_at == message.received_at:
+        if entry is not None and entry[0] == message:
             return entry[1]
         view = msgspec.Raw(_encode(message_out(message)))
         if entry is not None:
@@ -73,7 +86,10 @@ def message_out(message: MessageRow) -> MessageOut:
         id=message.id,
         sent_by=message.sender_id,
         received_by=message.recipient_id,
-        message=message.body,
+        message=None if message.deleted_at is not None else message.body,
         sent_at=sent_at,
         received_at=to_datetime(message.received_at),
+        edited_at=to_datetime(message.edited_at),
+        deleted_at=to_datetime(message.deleted_at),
+        reply_to=message.reply_to,
     )

@@ -28,7 +28,17 @@ from chatserver.config import Settings
 from chatserver.migrations import upgrade
 
 PASSWORD = "correct horse battery"
-MESSAGE_FIELDS = {"id", "sent_by", "received_by", "message", "sent_at", "received_at"}
+MESSAGE_FIELDS = {
+    "id",
+    "sent_by",
+    "received_by",
+    "message",
+    "sent_at",
+    "received_at",
+    "edited_at",
+    "deleted_at",
+    "reply_to",
+}
 _names = itertools.count(1)
 CLI_TIMEOUT = 60
 

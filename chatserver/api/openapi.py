@@ -103,6 +103,11 @@ for invalid fields `errors: {field: [message, …]}`. Besides the responses list
 any path answers 404 when it does not exist and 405 for a method it does not support; every
 response carries `X-Request-ID`.
 
+**Messages** carry `edited_at` (null until edited), `deleted_at` (null unless deleted) and
+`reply_to` (the id of the message of the same conversation they answer, or null). Only the
+sender edits (`PATCH /api/v1/chats/{id}/`) or deletes (`DELETE /api/v1/chats/{id}/`) a
+message: its recipient gets 403, anyone else 404. `GET /api/v1/chats/?q=` searches.
+
 **Authentication**: `Authorization: Bearer <token>` (from `POST /api/v1/auth/token/`) or
 `Authorization: Basic <base64 username:password>`; failures answer 401 with
 `WWW-Authenticate`.
@@ -113,9 +118,12 @@ strictly (by one) for you, in the order things happened for you.
 shows its current state); `{"type": "received", "pos": …, "message_ids": […], "by": <user
 id>, "at": "…"}` when the recipient's client fetched your messages (delivered);
 `{"type": "read", "pos": …, "by": <reader>, "of": <whose messages>, "up_to_id": …, "at":
-"…"}` to both users when a read mark moves; `{"type": "reset", "pos": <current>}` when the
-position you resume from is older than what is kept (`CHAT_EVENT_RETENTION_DAYS`) — refetch
-then. `{"type": "error", …}` has no position.
+"…"}` to both users when a read mark moves; `{"type": "edited", "pos": …, "message": {…}}`
+to both users when a message is edited (a replay shows its current state);
+`{"type": "deleted", "pos": …, "message_id": <id>, "at": "…"}` to both users when a message
+is deleted (it stays as a tombstone: `message` null, `deleted_at` set);
+`{"type": "reset", "pos": <current>}` when the position you resume from is older than what
+is kept (`CHAT_EVENT_RETENTION_DAYS`) — refetch then. `{"type": "error", …}` has no position.
 
 **Live stream** — `GET /api/v1/stream`, as WebSocket or Server-Sent Events
 (`Accept: text/event-stream`). `?since=<pos>` replays every event after that position,

@@ -39,6 +39,13 @@ from chatserver.store.idempotency import (
     delete_idempotency_keys_before,
     get_idempotent_response,
     insert_idempotent_response,
+    rewrite_idempotent_responses,
+)
+from chatserver.store.lifecycle import (
+    get_message,
+    reply_target_ok,
+    set_message_body,
+    tombstone_message,
 )
 from chatserver.store.messages import (
     CONVERSATION_COUNT,
@@ -60,6 +67,7 @@ from chatserver.store.messages import (
     mark_received,
     note_fetch,
 )
+from chatserver.store.search import SearchQuery, merge_search_index, search_page, words_of
 from chatserver.store.users import (
     USER_COLUMNS,
     UserRow,
@@ -96,6 +104,7 @@ __all__ = [
     "MessageRow",
     "NewEvent",
     "Positions",
+    "SearchQuery",
     "StoredResponse",
     "UserRow",
     "add_sent",
@@ -118,6 +127,7 @@ __all__ = [
     "find_user_by_username",
     "get_conversation",
     "get_idempotent_response",
+    "get_message",
     "get_messages",
     "get_user",
     "get_users",
@@ -133,13 +143,20 @@ __all__ = [
     "list_events",
     "list_message_ids",
     "mark_received",
+    "merge_search_index",
     "note_fetch",
     "received_up_to",
+    "reply_target_ok",
     "reserve_received",
+    "rewrite_idempotent_responses",
+    "search_page",
     "set_last_seen",
     "set_last_seen_each",
+    "set_message_body",
     "set_read_mark",
     "take_event_positions",
+    "tombstone_message",
     "unread_total",
     "user_counter",
+    "words_of",
 ]

@@ -51,7 +51,8 @@ async def list_events(conn: Conn, user_id: int, after_pos: int, limit: int) -> l
     """The user's events after a position, oldest first: an index range on (user, pos)."""
     rows = await conn.fetch_all(
         "SELECT e.pos, e.kind, e.by_id, e.of_id, e.up_to_id, e.message_ids, e.at,"
-        " m.id, m.sender_id, m.recipient_id, m.body, m.sent_at, m.received_at"
+        " m.id, m.sender_id, m.recipient_id, m.body, m.sent_at, m.received_at, m.edited_at,"
+        " m.deleted_at, m.reply_to"
         " FROM events e LEFT JOIN messages m ON m.id = e.message_id"
         " WHERE e.user_id = $1 AND e.pos > $2 ORDER BY e.pos LIMIT $3",
         user_id,

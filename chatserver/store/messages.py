@@ -9,16 +9,21 @@ from chatserver.store.users import user_counter
 
 # ---------------------------------------------------------------- messages
 
-MESSAGE_COLUMNS = "id, sender_id, recipient_id, body, sent_at, received_at"
+MESSAGE_COLUMNS = (
+    "id, sender_id, recipient_id, body, sent_at, received_at, edited_at, deleted_at, reply_to"
+)
 
 
 class MessageRow(NamedTuple):
     id: int
     sender_id: int
     recipient_id: int
-    body: str
+    body: str  # empty once deleted
     sent_at: int
     received_at: int | None
+    edited_at: int | None = None
+    deleted_at: int | None = None
+    reply_to: int | None = None
 
 
 def _latest_in_conversation(lo: str, hi: str) -> str:
@@ -35,11 +40,11 @@ def _latest_in_conversation(lo: str, hi: str) -> str:
 # Its number from this sender to this recipient follows the recipient's conversation row.
 INSERT_MESSAGE = (
     "INSERT INTO messages (sender_id, recipient_id, body, sent_at, recipient_seq,"
-    " peer_lo, peer_hi, conversation_seq, pair_seq, sender_pos, recipient_pos)"
+    " peer_lo, peer_hi, conversation_seq, pair_seq, sender_pos, recipient_pos, reply_to)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7,"
     f" coalesce(({_latest_in_conversation('$6', '$7')}), 0) + 1,"
     " coalesce((SELECT received_count FROM conversations WHERE user_id = $2"
-    " AND peer_id = $1), 0) + 1, $8, $9) RETURNING id"
+    " AND peer_id = $1), 0) + 1, $8, $9, $10) RETURNING id"
 )
 
 
@@ -58,6 +63,7 @@ async def insert_message(
     now: int,
     seq: int,
     positions: Positions,
+    reply_to: int | None = None,
 ) -> MessageRow:
     lo, hi = sorted((sender_id, recipient_id))
     message_id = await conn.fetch_val(
@@ -71,8 +77,9 @@ async def insert_message(
         hi,
         positions.sender,
         positions.recipient,
+        reply_to,
     )
-    return MessageRow(int(message_id), sender_id, recipient_id, body, now, None)
+    return MessageRow(int(message_id), sender_id, recipient_id, body, now, None, reply_to=reply_to)
 
 
 # Both users' rows of the conversation: the latest message, and for the recipient one more

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -37,3 +38,46 @@ def server(request: pytest.FixtureRequest) -> LiveServer:
     fixture = "sqlite_server" if request.param == "sqlite" else "postgres_server_app"
     live: LiveServer = request.getfixturevalue(fixture)
     return live
+
+
+@dataclass
+class Node:
+    """A live server and the URL of its database (for the tests that read it directly)."""
+
+    live: LiveServer
+    database_url: str
+
+    @property
+    def base_url(self) -> str:
+        return self.live.base_url
+
+    @property
+    def ws_url(self) -> str:
+        return self.live.ws_url
+
+
+# Edited and deleted words leave SQLite's search index this soon (a test waits for it).
+PURGE_SECONDS = 0.2
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def node(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Node]:
+    """The app on each database, with its database's URL (one per module and database)."""
+    if request.param == "sqlite":
+        name = request.module.__name__.rsplit(".", 1)[-1]
+        url = f"sqlite:///{tmp_path_factory.mktemp(name) / 'chat.db'}"
+        with serve_in_thread(
+            Settings(database_url=url, search_purge_seconds=PURGE_SECONDS)
+        ) as live:
+            yield Node(live, url)
+        return
+    postgres: PostgresServer = request.getfixturevalue("postgres_server")
+    database = postgres.create_database()
+    url = postgres.url(database)
+    try:
+        with serve_in_thread(Settings(database_url=url)) as live:
+            yield Node(live, url)
+    finally:
+        postgres.drop_database(database)

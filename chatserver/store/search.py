@@ -1,0 +1,96 @@
+"""Full-text search of a user's messages, with each engine's own index (migration 0005).
+
+SQLite: the FTS5 table ``message_search`` (columns ``people`` and ``body``), kept in step
+with ``messages`` by triggers. PostgreSQL: the generated ``tsvector`` column
+``messages.search`` (people with weight A, body words with D) behind a GIN index. Both
+answer "every word, the last one as a prefix, among this user's (or this conversation's)
+messages", newest first; a deleted message is not in either index.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from chatserver.db import Conn
+
+# A word is a run of letters and digits: what both engines' tokenizers keep as one token.
+WORD_RE = re.compile(r"[^\W_]+")
+
+
+class SearchQuery(NamedTuple):
+    user_id: int
+    words: tuple[str, ...]  # at least one; the last one matches as a prefix
+    with_user: int | None = None
+
+
+def words_of(text: str) -> tuple[str, ...]:
+    return tuple(WORD_RE.findall(text))
+
+
+def _people_token(q: SearchQuery) -> str:
+    """Whose messages: the user's, or the conversation's (which is one of the user's)."""
+    if q.with_user is None:
+        return f"u{q.user_id}"
+    lo, hi = sorted((q.user_id, q.with_user))
+    return f"c{lo}x{hi}"
+
+
+def fts5_expression(q: SearchQuery) -> str:
+    """An FTS5 query: the people column holds the token; the body every word."""
+    terms = [f'body : "{word.replace(chr(34), chr(34) * 2)}"' for word in q.words]
+    terms[-1] += " *"
+    return " AND ".join([f'people : "{_people_token(q)}"', *terms])
+
+
+def tsquery_text(q: SearchQuery) -> str:
+    """A PostgreSQL tsquery: the people lexeme with weight A, body words with weight D
+    (a body's lexemes have D), the last one a prefix."""
+    lexemes = [f"'{_quote(word.lower())}':D" for word in q.words]
+    lexemes[-1] = lexemes[-1].removesuffix(":D") + ":*D"
+    return " & ".join([f"'{_people_token(q)}':A", *lexemes])
+
+
+def _quote(word: str) -> str:
+    return word.replace("\\", "\\\\").replace("'", "''")
+
+
+_SQLITE_MATCH = "FROM message_search WHERE message_search MATCH $1"
+_PG_MATCH = "FROM messages WHERE search @@ to_tsquery('simple', $1)"
+
+
+async def search_page(
+    conn: Conn, dialect: str, q: SearchQuery, offset: int, limit: int
+) -> tuple[int, list[int]]:
+    """How many messages match, and a page of their ids, newest first (one statement when
+    the page holds anything)."""
+    if dialect == "sqlite":
+        match, key, query = _SQLITE_MATCH, "rowid", fts5_expression(q)
+    else:
+        match, key, query = _PG_MATCH, "id", tsquery_text(q)
+    rows = await conn.fetch_all(
+        f"SELECT (SELECT count(*) {match}), {key} {match} ORDER BY {key} DESC LIMIT $2 OFFSET $3",
+        query,
+        limit,
+        offset,
+    )
+    if rows:
+        return int(rows[0][0]), [int(row[1]) for row in rows]
+    if not offset:
+        return 0, []
+    return int(await conn.fetch_val(f"SELECT count(*) {match}", query)), []
+
+
+# FTS5 keeps the list of its segments in the row with id 10 of its data table.
+_STRUCTURE = "SELECT block FROM message_search_data WHERE id = 10"
+
+
+async def merge_search_index(conn: Conn, pages: int) -> bool:
+    """SQLite: one step (about ``pages`` pages of work) of merging the FTS5 index into one
+    segment. FTS5 (before SQLite 3.44's secure-delete) keeps the words of a removed entry
+    in its older segments until they are merged. Whether the step changed anything."""
+    before = await conn.fetch_val(_STRUCTURE)
+    await conn.execute(
+        "INSERT INTO message_search (message_search, rank) VALUES ('merge', $1)", -pages
+    )
+    return bool(await conn.fetch_val(_STRUCTURE) != before)
