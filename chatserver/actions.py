@@ -12,7 +12,7 @@ import msgspec
 
 from chatserver import auth, store
 from chatserver.db import Conn, UniqueViolation
-from chatserver.errors import Conflict, IdempotencyMismatch, InvalidInput, NotFound
+from chatserver.errors import Conflict, Forbidden, IdempotencyMismatch, InvalidInput, NotFound
 from chatserver.events import MESSAGE, READ, RECEIVED
 from chatserver.schemas import Login, MessageOut, NewMessage, NewUser, check_new_user
 from chatserver.services import Services, now_us
@@ -110,6 +110,8 @@ async def send_message(
                 earlier = await store.get_idempotent_response(conn, sender_id, idempotency_key)
                 if earlier is not None:
                     return _replay(earlier, request_hash)
+            if body.user_id != sender_id and await store.blocks(conn, body.user_id, sender_id):
+                raise Forbidden("You cannot send messages to this user")
             message, positions = await _insert_message(conn, sender_id, body)
             view = message_out(message)
             if idempotency_key is not None:
@@ -365,6 +367,39 @@ async def _move_read_mark(
     return conversation._replace(
         last_read_id=up_to, unread_count=unread, peer_last_read_id=peer_mark
     )
+
+
+# ---------------------------------------------------------------- blocks
+
+
+async def block_user(s: Services, blocker_id: int, blocked_id: int) -> None:
+    """Block a user (again: nothing changes). Their streams are told the blocker is
+    offline, as they will see the blocker from now on."""
+    _check_not_self(blocker_id, blocked_id, "you cannot block yourself")
+    async with s.db.transaction() as conn:
+        if await store.get_user(conn, blocked_id) is None:
+            raise NotFound(f"There is no user with id {blocked_id}")
+        added = await store.insert_block(conn, blocker_id, blocked_id, now_us())
+    if added:
+        await s.hub.announce(blocker_id, online=False, audience=[blocked_id], hide=True)
+
+
+async def unblock_user(s: Services, blocker_id: int, blocked_id: int) -> None:
+    """Unblock (also when there was no block); the user's streams see the blocker's
+    presence again."""
+    _check_not_self(blocker_id, blocked_id, "you cannot unblock yourself")
+    async with s.db.transaction() as conn:
+        removed = await store.delete_block(conn, blocker_id, blocked_id)
+        if not removed and await store.get_user(conn, blocked_id) is None:
+            raise NotFound(f"There is no user with id {blocked_id}")
+    if removed:
+        online = await s.hub.presence.online(blocker_id)
+        await s.hub.announce(blocker_id, online=online, audience=[blocked_id])
+
+
+def _check_not_self(user_id: int, other_id: int, why: str) -> None:
+    if user_id == other_id:
+        raise InvalidInput({"user_id": [why]})
 
 
 async def wait_for_messages(

@@ -13,7 +13,7 @@ from litestar.channels.backends.memory import MemoryChannelsBackend
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from chatserver import actions
-from chatserver.api import chats, conversations, events, health, stream, tokens, users, web
+from chatserver.api import blocks, chats, conversations, events, health, stream, tokens, users, web
 from chatserver.api.openapi import openapi_config
 from chatserver.auth import TokenCache
 from chatserver.broker import BoundedSubscriber, ChatChannels, ChatRedisBackend
@@ -27,6 +27,7 @@ from chatserver.presence import LocalPresence, RedisPresence
 from chatserver.problems import EXCEPTION_HANDLERS
 from chatserver.searchindex import SearchPurge
 from chatserver.services import Services
+from chatserver.typing_relay import TypingWindow
 from chatserver.views import MessageCache
 
 log = logging.getLogger("chatserver")
@@ -47,6 +48,7 @@ def create_app(settings: Settings) -> Litestar:
         tokens.router,
         chats.router,
         conversations.router,
+        blocks.router,
         *stream.HANDLERS,
         *events.HANDLERS,
         *health.HANDLERS,
@@ -95,14 +97,25 @@ async def _start_services(settings: Settings, stack: contextlib.AsyncExitStack) 
     stack.push_async_callback(last_seen.stop)
     messages = MessageCache()
     channels.after_resync = [messages.clear]
-    hub = Hub(channels, presence, token_cache, last_seen, messages)
+    hub = Hub(
+        channels,
+        presence,
+        token_cache,
+        last_seen,
+        db,
+        settings.presence_grace_seconds,
+        messages,
+    )
     await hub.start()
     stack.push_async_callback(hub.stop)
     events = Events(channels, channels.may_have_listeners)
     search_purge = SearchPurge(db, settings.search_purge_seconds)
     search_purge.start()
     stack.push_async_callback(search_purge.stop)
-    services = Services(settings, db, events, token_cache, hub, last_seen, messages, search_purge)
+    typing = TypingWindow(redis)
+    services = Services(
+        settings, db, events, token_cache, hub, last_seen, typing, messages, search_purge
+    )
     purge = asyncio.create_task(_purge_expired(services))
     stack.callback(purge.cancel)
     return services

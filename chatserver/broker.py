@@ -199,6 +199,12 @@ class ChatChannels(ChannelsPlugin):
                 for _ in batch:
                     queue.task_done()
 
+    def deliver_here(self, payload: bytes, channel: str) -> None:
+        """Queue an event into this process's subscribers of ``channel`` only (the broker
+        already brought it here, e.g. inside a presence notice)."""
+        for subscriber in self._channels.get(channel, ()):
+            subscriber.put_nowait(payload)
+
     def may_have_listeners(self, channel: str) -> bool:
         """False only when nobody anywhere can be subscribed: the in-process backend, and
         no subscriber here. (With Redis, other nodes' subscribers are unknown.)"""

@@ -65,6 +65,9 @@ class Settings:
     event_retention_days: float = setting(
         30.0, "how long events are kept for streams resuming with since (older: a reset event)"
     )
+    presence_grace_seconds: float = setting(
+        3.0, "how long after a user's last stream closes their peers are told they went offline"
+    )
     stream_queue_size: int = setting(
         1000, "events waiting for one stream; a client further behind is closed with 1013"
     )
@@ -157,6 +160,7 @@ POSITIVE = (
     "stream_queue_size",
     "event_retention_days",
     "search_purge_seconds",
+    "presence_grace_seconds",
 )
 
 

@@ -137,6 +137,38 @@ MESSAGE, RECEIVED, READ = "message", "received", "read"
 EDITED, DELETED = "edited", "deleted"
 
 
+# Ephemeral events: no position, never stored, never replayed (a stream that was not open
+# when one happened does not get it).
+
+
+class TypingEvent(msgspec.Struct, tag="typing", tag_field="type"):
+    """``user_id`` is typing to me; show it for 5 seconds unless another one comes."""
+
+    user_id: int
+
+
+class PresenceEvent(msgspec.Struct, tag="presence", tag_field="type"):
+    """``user_id`` came online (their first stream opened) or went offline (their last
+    one closed a grace period ago)."""
+
+    user_id: int
+    online: bool
+    last_seen_at: datetime | None
+
+
+class PresenceNotice(msgspec.Struct, tag="presence-notice", tag_field="type"):
+    """Node to node, on the control channel: deliver a presence event to the streams of
+    ``audience`` held here. One broker message per change, however many peers."""
+
+    user_id: int
+    online: bool
+    last_seen_at: int | None  # µs
+    audience: list[int]
+
+    def event(self) -> bytes:
+        return _encode(PresenceEvent(self.user_id, self.online, to_datetime(self.last_seen_at)))
+
+
 class RevokeEvent(msgspec.Struct, tag="revoke", tag_field="type"):
     """A token (or, with token_hash None, every token) of a user stopped being valid."""
 
@@ -212,6 +244,14 @@ class Events:
     def evict_message(self, message_id: int) -> None:
         """Tell every node to drop its cached copy of a changed message."""
         self.channels.publish(_encode(EvictEvent(message_id)), CONTROL_CHANNEL)
+
+    def publish_typing(self, user_id: int, to: int) -> None:
+        """``user_id`` is typing to ``to`` (ephemeral: not stored)."""
+        self.publish(to, _encode(TypingEvent(user_id)))
+
+    def publish_presence(self, notice: PresenceNotice) -> None:
+        """A presence change, to every node (each delivers to the audience it holds)."""
+        self.channels.publish(_encode(notice), CONTROL_CHANNEL)
 
     def revoke_token(self, user_id: int, token_hash: str) -> None:
         self.channels.publish(_encode(RevokeEvent(user_id, token_hash)), CONTROL_CHANNEL)

@@ -1,4 +1,13 @@
-"""This node's open streams: revocations close them, presence and last_seen_at follow them."""
+"""This node's open streams: revocations close them, presence and last_seen_at follow them.
+
+Presence changes go to the user's peers: when a user's first stream opens (on any node), and
+a grace period after their last one closes if none opened meanwhile, the node that sees the
+change (presence.py makes it exactly one) reads who may hear of it — the user's
+conversations minus those they block, one index range — and publishes one notice on the
+control channel. Every node delivers it to the streams of that audience it holds (a
+dictionary look-up per peer), so a change costs one read and one broker message however
+many conversations the user has, and peers who are not streaming cost nothing more.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +23,16 @@ from dataclasses import dataclass, field
 import msgspec
 from litestar.channels import ChannelsPlugin
 
+from chatserver import store
 from chatserver.auth import TokenCache
-from chatserver.events import CONTROL_CHANNEL, ControlEvent, EvictEvent, RevokeEvent
+from chatserver.db import Database
+from chatserver.events import (
+    CONTROL_CHANNEL,
+    EvictEvent,
+    PresenceNotice,
+    RevokeEvent,
+    user_channel,
+)
 from chatserver.lastseen import LastSeen
 from chatserver.presence import Presence
 from chatserver.views import MessageCache
@@ -25,7 +42,8 @@ log = logging.getLogger("chatserver")
 CLOSE_REVOKED = 4401
 PRESENCE_REFRESH_SECONDS = 20
 LAST_SEEN_EVERY_SECONDS = 60
-_decode_control = msgspec.json.Decoder(ControlEvent).decode
+_decode_control = msgspec.json.Decoder(RevokeEvent | EvictEvent | PresenceNotice).decode
+_encode = msgspec.json.Encoder().encode
 
 
 @dataclass(eq=False, slots=True)
@@ -51,6 +69,8 @@ class Hub:
         presence: Presence,
         tokens: TokenCache,
         last_seen: LastSeen,
+        db: Database,
+        grace_seconds: float,
         messages: MessageCache | None = None,
     ) -> None:
         self._channels = channels
@@ -58,8 +78,12 @@ class Hub:
         self._last_seen = last_seen
         self.presence = presence
         self._tokens = tokens
+        self._db = db
+        self._grace = grace_seconds
         self._streams: dict[int, set[StreamHandle]] = defaultdict(set)
         self._tasks: list[asyncio.Task[None]] = []
+        self._offline_checks: dict[int, asyncio.TimerHandle] = {}
+        self._announcing: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         subscriber = await self._channels.subscribe([CONTROL_CHANNEL])
@@ -69,9 +93,11 @@ class Hub:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for timer in self._offline_checks.values():
+            timer.cancel()  # another node (or the expiry sweep) announces these
+        for task in [*self._tasks, *self._announcing]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._announcing]:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for handles in list(self._streams.values()):
@@ -80,19 +106,71 @@ class Hub:
 
     async def open(self, handle: StreamHandle) -> None:
         self._streams[handle.user_id].add(handle)
-        await self.presence.connected(handle.user_id, handle.stream_id)
+        first = await self.presence.connected(handle.user_id, handle.stream_id)
         # Written at once only for a user's first stream or fetch on this node: a storm of
         # reconnecting clients must not become a storm of commits.
         await self._last_seen.touch(handle.user_id)
+        if first:
+            self._announce_later(handle.user_id, online=True)
 
     async def close(self, handle: StreamHandle) -> None:
-        handles = self._streams.get(handle.user_id)
+        user_id = handle.user_id
+        handles = self._streams.get(user_id)
         if handles is not None:
             handles.discard(handle)
             if not handles:
-                del self._streams[handle.user_id]
+                del self._streams[user_id]
+                self._last_seen.note(user_id)  # the offline event reads it after the grace
         with contextlib.suppress(Exception):  # a broker hiccup must not leak the handle
-            await self.presence.disconnected(handle.user_id, handle.stream_id)
+            if await self.presence.disconnected(user_id, handle.stream_id):
+                self._check_offline_later(user_id)
+
+    def _check_offline_later(self, user_id: int) -> None:
+        """After the grace period, announce the user offline if no stream opened since."""
+        if (earlier := self._offline_checks.pop(user_id, None)) is not None:
+            earlier.cancel()
+
+        def due() -> None:
+            del self._offline_checks[user_id]
+            self._announce_later(user_id, online=False, check=True)
+
+        self._offline_checks[user_id] = asyncio.get_running_loop().call_later(self._grace, due)
+
+    def _announce_later(self, user_id: int, online: bool, check: bool = False) -> None:
+        task = asyncio.create_task(self._announce(user_id, online, check))
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
+
+    async def _announce(self, user_id: int, online: bool, check: bool) -> None:
+        try:
+            if check and not await self.presence.went_offline(user_id):
+                return  # back online meanwhile, or another node announced it
+            await self.announce(user_id, online)
+        except Exception:  # the database may be down: this change goes untold
+            log.exception("announcing presence of user %d failed", user_id)
+
+    async def announce(
+        self, user_id: int, online: bool, audience: list[int] | None = None, hide: bool = False
+    ) -> None:
+        """Tell ``audience`` (by default, everyone who may see the user's presence) on every
+        node that the user is online or offline; ``hide`` tells it as a block shows it."""
+        async with self._db.read() as conn:
+            user = await store.get_user(conn, user_id)
+            if audience is None:
+                audience = await store.presence_audience(conn, user_id)
+        if user is None or not audience:
+            return
+        seen = None if hide else user.last_seen_at
+        notice = PresenceNotice(user_id, online and not hide, seen, audience)
+        self._channels.publish(_encode(notice), CONTROL_CHANNEL)
+
+    def deliver(self, notice: PresenceNotice) -> None:
+        """Queue a presence event into the local streams of the notice's audience."""
+        payload: bytes | None = None
+        for peer_id in notice.audience:
+            if peer_id in self._streams:
+                payload = payload or notice.event()
+                self._channels.deliver_here(payload, user_channel(peer_id))  # type: ignore[attr-defined]
 
     def revoke(self, event: RevokeEvent) -> None:
         """Apply a revocation on this node: evict cached tokens, close the affected streams."""
@@ -111,11 +189,13 @@ class Hub:
             except msgspec.ValidationError:
                 log.warning("ignored a malformed control event")
                 continue
-            if isinstance(event, EvictEvent):
+            if isinstance(event, RevokeEvent):
+                self.revoke(event)
+            elif isinstance(event, EvictEvent):
                 if self._messages is not None:
                     self._messages.forget(event.message_id)
             else:
-                self.revoke(event)
+                self.deliver(event)
 
     async def _housekeeping(self) -> None:
         """Keep presence entries fresh; move last_seen_at of connected users once a minute."""
@@ -125,9 +205,16 @@ class Hub:
             try:
                 streams = [(h.user_id, h.stream_id) for hs in self._streams.values() for h in hs]
                 await self.presence.refresh(streams)
+                await self._announce_expired()
                 if time.monotonic() >= last_seen_due:
                     last_seen_due = time.monotonic() + LAST_SEEN_EVERY_SECONDS
                     for user_id in self._streams:
                         self._last_seen.note(user_id)
             except Exception:  # keep going: the next round may succeed
                 log.exception("stream housekeeping failed")
+
+    async def _announce_expired(self) -> None:
+        """Announce offline the users whose node went away without closing their streams."""
+        for user_id in await self.presence.expired():
+            if await self.presence.went_offline(user_id):
+                await self.announce(user_id, online=False)

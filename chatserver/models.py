@@ -149,6 +149,18 @@ events = Table(
     sqlite_autoincrement=True,
 )
 
+blocks = Table(
+    "blocks",
+    metadata,
+    # the blocker's sends and history stay; the blocked user cannot send to the blocker,
+    # and sees neither their presence nor last_seen_at
+    Column("blocker_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("blocked_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("since", BigInteger, nullable=False),
+    # "who blocks me" among a page of users (profiles, conversations)
+    Index("ix_blocks_blocked", "blocked_id", "blocker_id"),
+)
+
 idempotency_keys = Table(
     "idempotency_keys",
     metadata,

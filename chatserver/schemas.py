@@ -209,6 +209,12 @@ class ReadMark(msgspec.Struct):
     ]
 
 
+class TypingFrame(msgspec.Struct, tag="typing", tag_field="type"):
+    """A WebSocket client frame: I am typing to ``to`` (the same as ``POST …/typing``)."""
+
+    to: Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
+
+
 class EventsQuery(msgspec.Struct, frozen=True):
     since: (
         Annotated[int, msgspec.Meta(ge=0, le=MAX_ID, description="Events after this position")]
@@ -305,6 +311,17 @@ class EventPage(msgspec.Struct):
     next: int
     # True when ``since`` is older than what is kept (or not reached yet): refetch
     reset: bool
+
+
+class BlockOut(msgspec.Struct):
+    user_id: int
+    since: datetime
+
+
+class BlockList(msgspec.Struct):
+    """Everyone I block, the latest first."""
+
+    blocks: list[BlockOut]
 
 
 class TokenOut(msgspec.Struct):

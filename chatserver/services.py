@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from chatserver.auth import TokenCache
 from chatserver.config import Settings
@@ -12,6 +13,9 @@ from chatserver.hub import Hub
 from chatserver.lastseen import LastSeen
 from chatserver.searchindex import SearchPurge
 from chatserver.views import MessageCache
+
+if TYPE_CHECKING:
+    from chatserver.typing_relay import TypingWindow
 
 __all__ = ["Services", "now_us"]
 
@@ -24,6 +28,7 @@ class Services:
     tokens: TokenCache
     hub: Hub
     last_seen: LastSeen
+    typing: TypingWindow
     messages: MessageCache = field(default_factory=MessageCache)
     search_purge: SearchPurge | None = None
 

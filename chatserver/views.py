@@ -8,16 +8,17 @@ from chatserver.schemas import MessageOut, UserOut, to_datetime
 from chatserver.store import MessageRow, UserRow
 
 
-def user_out(user: UserRow, viewer_id: int | None, online: bool) -> UserOut:
-    """A user as ``viewer_id`` may see them: the email only for themself."""
+def user_out(user: UserRow, viewer_id: int | None, online: bool, hidden: bool = False) -> UserOut:
+    """A user as ``viewer_id`` may see them: the email only for themself; neither
+    last_seen_at nor online when the user blocks the viewer (``hidden``)."""
     joined = to_datetime(user.date_joined)
     assert joined is not None
     return UserOut(
         id=user.id,
         username=user.username,
         date_joined=joined,
-        last_seen_at=to_datetime(user.last_seen_at),
-        online=online,
+        last_seen_at=None if hidden else to_datetime(user.last_seen_at),
+        online=online and not hidden,
         email=user.email if viewer_id == user.id else msgspec.UNSET,
     )
 

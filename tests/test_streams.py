@@ -26,7 +26,7 @@ from litestar.channels.backends.memory import MemoryChannelsBackend
 from redis.asyncio import Redis
 
 from chatserver.auth import TokenCache
-from chatserver.db import open_database
+from chatserver.db import Database, open_database
 from chatserver.events import Events, MessageEvent, ReadEvent, ReceivedEvent, user_channel
 from chatserver.hub import CLOSE_REVOKED, Hub, StreamHandle
 from chatserver.lastseen import LastSeen
@@ -330,19 +330,19 @@ async def test_events_for_users_nobody_streams_are_not_published(nodes: Nodes) -
 
 
 @pytest.fixture
-async def last_seen(sqlite_url: str) -> AsyncIterator[LastSeen]:
+async def db(sqlite_url: str) -> AsyncIterator[Database]:
     await asyncio.to_thread(upgrade, sqlite_url)
-    db = await open_database(sqlite_url)
+    database = await open_database(sqlite_url)
     try:
-        yield LastSeen(db, 60)
+        yield database
     finally:
-        await db.close()
+        await database.close()
 
 
 async def test_a_revocation_closes_the_matching_streams_on_every_node(
-    nodes: Nodes, last_seen: LastSeen
+    nodes: Nodes, db: Database
 ) -> None:
-    hub = Hub(nodes.subscriber, LocalPresence(), TokenCache(60), last_seen)
+    hub = Hub(nodes.subscriber, LocalPresence(), TokenCache(60), LastSeen(db, 60), db, 3.0)
     await hub.start()
     try:
         # Subscribed after the hub's control channel on the same connection: once this

@@ -24,6 +24,7 @@ from chatserver.schemas import (
     ReadMark,
 )
 from chatserver.services import Services
+from chatserver.typing_relay import relay_typing
 from chatserver.views import message_out, user_out
 
 
@@ -72,6 +73,17 @@ async def mark_read(
         return await _conversation_out(services, conn, caller.user_id, row)
 
 
+@route.post("/{user_id:int}/typing", errors=(404,))
+async def typing(services: Services, caller: Caller, path: PeerPath) -> None:
+    """Tell that user I am typing (the WebSocket frame {"type": "typing", "to": id} too).
+
+    Their streams get an ephemeral ``{"type": "typing", "user_id": <me>}`` (no position,
+    not replayed; show it for 5 seconds unless repeated). At most one is relayed per pair
+    every 2 seconds: extra ones are accepted and dropped, as are those to yourself or to
+    someone who blocks you. 404 without a conversation with them (or no such user)."""
+    await relay_typing(services, caller.user_id, path.user_id)
+
+
 async def _conversation_out(
     services: Services, conn: Conn, viewer_id: int, row: store.ConversationRow
 ) -> ConversationOut:
@@ -83,17 +95,25 @@ async def _conversation_out(
 async def _conversations_out(
     services: Services, conn: Conn, viewer_id: int, rows: list[store.ConversationRow]
 ) -> list[ConversationOut]:
-    """The rows as the viewer sees them: two statements for any page (users, messages)."""
+    """The rows as the viewer sees them: three statements for any page (users, who of them
+    block the viewer, messages)."""
     users = {u.id: u for u in await store.get_users(conn, [r.peer_id for r in rows])}
+    hidden = await store.blockers_among(conn, viewer_id, [u for u in users if u != viewer_id])
     messages = {m.id: m for m in await store.get_messages(conn, [r.last_message_id for r in rows])}
     presence = services.hub.presence
-    online = await asyncio.gather(*(presence.online(user_id) for user_id in users))
-    online_by_id = dict(zip(users, online, strict=True))
+    shown = [user_id for user_id in users if user_id not in hidden]
+    online = await asyncio.gather(*(presence.online(user_id) for user_id in shown))
+    online_by_id = dict(zip(shown, online, strict=True))
     return [
         ConversationOut(
             user_id=row.peer_id,
             user=(
-                user_out(users[row.peer_id], viewer_id, online_by_id[row.peer_id])
+                user_out(
+                    users[row.peer_id],
+                    viewer_id,
+                    online_by_id.get(row.peer_id, False),
+                    hidden=row.peer_id in hidden,
+                )
                 if row.peer_id in users
                 else None
             ),
@@ -107,5 +127,5 @@ async def _conversations_out(
     ]
 
 
-HANDLERS = [list_conversations, get_conversation, mark_read]
+HANDLERS = [list_conversations, get_conversation, mark_read, typing]
 router = Router("/api/v1/conversations", route_handlers=HANDLERS, tags=["conversations"])

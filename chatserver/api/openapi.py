@@ -125,13 +125,25 @@ is deleted (it stays as a tombstone: `message` null, `deleted_at` set);
 `{"type": "reset", "pos": <current>}` when the position you resume from is older than what
 is kept (`CHAT_EVENT_RETENTION_DAYS`) — refetch then. `{"type": "error", …}` has no position.
 
+**Ephemeral events** have no `pos`: they are never stored, never replayed (not by `since`,
+not by `GET /api/v1/events`), and only streams open at the time get them.
+`{"type": "typing", "user_id": <who>}` when someone you have a conversation with is typing
+to you (at most one per pair every 2 s; treat it as expiring after 5 s unless repeated);
+`{"type": "presence", "user_id": …, "online": true|false, "last_seen_at": "…"|null}` when
+someone you have a conversation with opens their first stream, or closes their last one
+(after a grace period, `CHAT_PRESENCE_GRACE_SECONDS`, so a reconnect does not flicker).
+Someone who blocks you sends you neither, and shows `online` false and `last_seen_at`
+null (`/api/v1/blocks/`).
+
 **Live stream** — `GET /api/v1/stream`, as WebSocket or Server-Sent Events
 (`Accept: text/event-stream`). `?since=<pos>` replays every event after that position,
 oldest first, then goes live (no gap, no duplicate); `?after_id=<message id>` resumes after
 a message; with neither the stream starts now. SSE `id:` is the position, so
 `Last-Event-ID` resumes by position. WebSocket: authenticate with the Bearer header or a
 first text frame `{"type": "auth", "token": "…", "since": 0}` within 5 s (else close code
-4401). Other client frames get an error event; frames over 64 KiB close with 1009; a client
+4401). A client frame `{"type": "typing", "to": <user_id>}` is the same as `POST
+/api/v1/conversations/{user_id}/typing` (its errors come back as error events); other
+client frames get an error event; frames over 64 KiB close with 1009; a client
 too slow to read is closed with 1013 and resumes with `since`; revoking the token or
 deleting the user closes with 4401; a server error closes with 1011 (resume with `since`).
 If Redis goes away, streams catch up by themselves once it is back. `GET /api/v1/events`

@@ -69,6 +69,10 @@ def delete(path: str, **options: Any) -> Callable[[Handler], HTTPRouteHandler]:
     return _route(litestar.delete, path, options)
 
 
+def put(path: str, **options: Any) -> Callable[[Handler], HTTPRouteHandler]:
+    return _route(litestar.put, path, options)
+
+
 def patch(path: str, **options: Any) -> Callable[[Handler], HTTPRouteHandler]:
     return _route(litestar.patch, path, options)
 

@@ -21,9 +21,9 @@ from chatserver.api import route
 from chatserver.api.deps import Caller, authenticate, header, services_of
 from chatserver.api.readers import QueryReader
 from chatserver.config import MAX_FRAME_BYTES
-from chatserver.errors import InvalidInput, NotAcceptable, NotAuthenticated
+from chatserver.errors import ChatError, InvalidInput, NotAcceptable, NotAuthenticated
 from chatserver.hub import CLOSE_REVOKED, StreamHandle
-from chatserver.schemas import MAX_ID, StreamHeaders, StreamQuery
+from chatserver.schemas import MAX_ID, StreamHeaders, StreamQuery, TypingFrame
 from chatserver.services import Services
 from chatserver.streams import (
     Feed,
@@ -32,6 +32,7 @@ from chatserver.streams import (
     start_position,
     subscription,
 )
+from chatserver.typing_relay import relay_typing
 
 log = logging.getLogger("chatserver")
 
@@ -68,6 +69,7 @@ class Resume(NamedTuple):
 
 
 _decode_auth = msgspec.json.Decoder(AuthFrame).decode
+_decode_frame = msgspec.json.Decoder(AuthFrame | TypingFrame).decode
 _encode = msgspec.json.Encoder().encode
 
 
@@ -85,7 +87,9 @@ STREAM_QUERY = QueryReader(StreamQuery)
 async def stream_socket(socket: WebSocket[Any, Any, Any]) -> None:
     """Live events over WebSocket (Bearer header, or a first frame {"type": "auth", …}).
 
-    Query: ``since`` or ``after_id`` as for Server-Sent Events (the same declaration)."""
+    Query: ``since`` or ``after_id`` as for Server-Sent Events (the same declaration).
+    The client may send ``{"type": "typing", "to": <user_id>}`` frames (as ``POST
+    /api/v1/conversations/{user_id}/typing``); anything else gets an error event."""
     services = services_of(socket)
     # Accept first: a refusal before accepting reaches most clients as a bare HTTP 403.
     await socket.accept()
@@ -176,7 +180,7 @@ async def _serve_socket(
     sender = Sender(socket, feed, on_failure=interrupt)
     handle.closed.add_done_callback(interrupt)
     try:
-        return await _read_frames(socket)
+        return await _read_frames(socket, handle.user_id)
     except asyncio.CancelledError:
         if not state["interrupted"] or reader.uncancel() > 0:
             raise  # cancelled from outside too (shutdown)
@@ -236,8 +240,10 @@ class Sender:
                 await task
 
 
-async def _read_frames(socket: WebSocket[Any, Any, Any]) -> int | None:
-    """Answer client frames with an error event; return 1009 for an oversized frame."""
+async def _read_frames(socket: WebSocket[Any, Any, Any], user_id: int) -> int | None:
+    """Relay typing frames, answer other client frames with an error event; return 1009
+    for an oversized frame."""
+    services = services_of(socket)
     while True:
         message = await socket.receive()
         if message["type"] == "websocket.disconnect":
@@ -246,25 +252,29 @@ async def _read_frames(socket: WebSocket[Any, Any, Any]) -> int | None:
         size = len(data.encode() if isinstance(data, str) else data)
         if size > MAX_FRAME_BYTES:
             return CLOSE_TOO_BIG
-        if _is_auth_frame(data):
+        try:
+            frame = _decode_frame(data)
+            if isinstance(frame, TypingFrame):
+                await relay_typing(services, user_id, frame.to)
             continue  # a repeated auth frame is harmless
-        await socket.send_data(error_event("unsupported-frame", _frame_problem(data)))
+        except ChatError as exc:
+            error = error_event(exc.code, exc.detail)
+        except msgspec.DecodeError as exc:
+            error = error_event("unsupported-frame", _frame_problem(data, exc))
+        await socket.send_data(error)
 
 
-def _is_auth_frame(data: str | bytes) -> bool:
+def _frame_problem(data: str | bytes, exc: msgspec.DecodeError) -> str:
     try:
-        _decode_auth(data)
+        decoded = msgspec.json.decode(data)
     except msgspec.DecodeError:
-        return False
-    return True
-
-
-def _frame_problem(data: str | bytes) -> str:
-    try:
-        msgspec.json.decode(data)
-    except msgspec.DecodeError:
-        return "frames must be JSON; this stream only accepts {'type': 'auth'} frames"
-    return "send messages with POST /api/v1/chats/; the stream only carries server events"
+        return "frames must be JSON: {'type': 'typing', 'to': <user_id>} or {'type': 'auth', …}"
+    if isinstance(decoded, dict) and decoded.get("type") == "typing":
+        return f"invalid typing frame: {exc}"
+    return (
+        "send messages with POST /api/v1/chats/; the stream accepts only"
+        " {'type': 'typing', 'to': <user_id>} and {'type': 'auth', …} frames"
+    )
 
 
 async def _close(socket: WebSocket[Any, Any, Any], code: int) -> None:

@@ -24,7 +24,8 @@ async def create_user(services: Services, body: NewUser) -> UserOut:
 async def get_user(services: Services, caller: Caller, query: UserQuery) -> UserOut:
     """Get a user by id or username; with neither, the caller.
 
-    The email is shown only to its owner."""
+    The email is shown only to its owner; someone who blocks the caller shows
+    ``last_seen_at`` null and ``online`` false."""
     if query.user_id is not None and query.username is not None:
         raise InvalidInput({"user_id": ["give user_id or username, not both"]})
     async with services.db.read() as conn:
@@ -33,10 +34,11 @@ async def get_user(services: Services, caller: Caller, query: UserQuery) -> User
         else:
             user_id = caller.user_id if query.user_id is None else query.user_id
             user = await store.get_user(conn, user_id)
-    if user is None:
-        raise NotFound("There is no such user")
-    online = await services.hub.presence.online(user.id)
-    return user_out(user, viewer_id=caller.user_id, online=online)
+        if user is None:
+            raise NotFound("There is no such user")
+        hidden = user.id != caller.user_id and await store.blocks(conn, user.id, caller.user_id)
+    online = not hidden and await services.hub.presence.online(user.id)
+    return user_out(user, viewer_id=caller.user_id, online=online, hidden=hidden)
 
 
 @route.delete("/")
