@@ -96,10 +96,9 @@ def test_a_list_of_100_conversations_is_interactive_quickly(people: Any, api: Ap
     (reader,) = people(1)
     reader_id, reader_token = api.sign_up(reader.name)
     names = [unique("c") for _ in range(100)]
+    peers = api.seed_users(names)
     with ThreadPoolExecutor(4) as pool:
-        peers = list(pool.map(lambda name: api.sign_up(name)[0], names))
-    for peer in peers:
-        api.send(reader_token, peer, f"hello {peer}")
+        list(pool.map(lambda peer: api.send(reader_token, peer, f"hello {peer}"), peers))
     reader.log_in()
     expect(reader.conversations.get_by_role("link")).to_have_count(100)
 

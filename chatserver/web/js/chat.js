@@ -9,7 +9,7 @@ import { applyMessage, history, isMine, on, peerOf, putConversation, state } fro
 const PAGE_SIZE = 50;
 const NEAR_TOP_PX = 120;
 const AT_BOTTOM_PX = 48;
-const TYPING_EVERY_MS = 2_000;
+const TYPING_EVERY_MS = 2_100;
 
 const view = {
   peer: null,
@@ -18,6 +18,7 @@ const view = {
   loadingOlder: null,
   composer: { mode: "new", id: null }, // or "reply" / "edit" of message `id`
   typingSent: 0,
+  typingTimer: null,
   readAsked: new Map(), // peer -> highest up_to_id asked for
 };
 
@@ -25,7 +26,8 @@ const view = {
 export function setUpChat(sendFrame) {
   view.sendFrame = sendFrame;
   on("message", (m) => {
-    if (peerOf(m) === view.peer) showMessage(m);
+    const shown = view.peer === peerOf(m) && history(view.peer).messages.get(m.id);
+    if (shown) showMessage(shown); // not when it is outside the loaded run of history
   });
   on("read", (peer) => peer === view.peer && refreshStates());
   on("conversation", (peer) => {
@@ -38,9 +40,12 @@ export function setUpChat(sendFrame) {
   on("blocks", () => view.peer && renderHead());
   setUpComposer();
   $("older").addEventListener("click", () => loadOlder());
-  $("log").addEventListener("scroll", () => {
-    if ($("log").scrollTop < NEAR_TOP_PX) loadOlder();
-  });
+  // Scrolling up to the top of the loaded history (where the "older" button is) loads more.
+  const nearTop = new IntersectionObserver(
+    (entries) => entries.some((entry) => entry.isIntersecting) && loadOlder(),
+    { root: $("log"), rootMargin: `${NEAR_TOP_PX}px 0px 0px 0px` },
+  );
+  nearTop.observe($("older"));
   $("block").addEventListener("click", toggleBlock);
   document.addEventListener("visibilitychange", markRead);
 }
@@ -55,6 +60,7 @@ export async function openConversation(peer, messageId = null) {
     $("messages").replaceChildren();
     resetComposer();
     $("typing").textContent = "";
+    $("older").hidden = true;
     $("conversation").hidden = false;
     $("pick").hidden = true;
     renderHead();
@@ -80,12 +86,7 @@ async function loadFirstPage(peer) {
     }
     renderHead();
   }
-  if (!h.loaded) {
-    const page = await api.history(peer, null, PAGE_SIZE);
-    for (const m of page.messages) h.upsert(m);
-    h.hasOlder = page.messages.length === PAGE_SIZE;
-    h.loaded = true;
-  }
+  if (!h.loaded) h.addPage((await api.history(peer, null, PAGE_SIZE)).messages, PAGE_SIZE);
   if (view.peer !== peer) return;
   for (const id of h.ids()) showMessage(h.messages.get(id), false);
   for (const item of h.pending.values()) showPending(item);
@@ -100,10 +101,10 @@ async function loadOlder() {
   view.loadingOlder = (async () => {
     try {
       const page = await api.history(peer, h.oldestId(), PAGE_SIZE);
-      h.hasOlder = page.messages.length === PAGE_SIZE;
+      h.addPage(page.messages, PAGE_SIZE);
       const log = $("log");
       const fromBottom = log.scrollHeight - log.scrollTop;
-      for (const m of page.messages) showMessage(h.upsert(m), false);
+      for (const m of page.messages) showMessage(h.messages.get(m.id), false);
       log.scrollTop = log.scrollHeight - fromBottom; // keep what the reader looks at in place
       renderOlderControls(h);
     } finally {
@@ -227,6 +228,7 @@ function showMessage(m, follow = true) {
   let article = view.elements.get(m.id);
   const log = $("log");
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < AT_BOTTOM_PX;
+  if (!article && isMine(m)) claimPending(m);
   if (!article) {
     article = el("article", { class: isMine(m) ? "msg mine" : "msg theirs", "data-id": m.id });
     view.elements.set(m.id, article);
@@ -283,7 +285,23 @@ async function markRead() {
 
 // ------------------------------------------------------------------ sending
 
+// The stream can bring my message before its POST answers: the pending copy with the same
+// text stands aside for it (and comes back, as failed, if the POST then fails), so the
+// message never shows twice.
+function claimPending(m) {
+  for (const item of history(view.peer).pending.values()) {
+    const sameReply = (item.body.reply_to || null) === (m.reply_to || null);
+    if (item.state === "pending" && !item.matchedId && item.body.message === m.message && sameReply) {
+      item.matchedId = m.id;
+      view.pending.get(item.key)?.remove();
+      view.pending.delete(item.key);
+      return;
+    }
+  }
+}
+
 function showPending(item) {
+  if (item.matchedId && item.state === "pending") return;
   let article = view.pending.get(item.key);
   if (!article) {
     article = el("article", { class: "msg mine pending" });
@@ -338,6 +356,7 @@ async function attempt(item) {
     applyMessage(sent);
   } catch (error) {
     item.state = "failed";
+    item.matchedId = null;
     item.error = error instanceof ApiError ? error.describe() : String(error);
     if (item.peer === view.peer) showPending(item);
   }
@@ -430,10 +449,18 @@ async function submit() {
   input.focus();
 }
 
+// At most one notice per TYPING_EVERY_MS (the server relays one per pair every 2 s); a
+// keystroke inside the window sends one when it ends, so a long burst keeps the notice alive.
 function sendTyping() {
-  const now = Date.now();
-  if (now - view.typingSent < TYPING_EVERY_MS) return;
-  view.typingSent = now;
+  const wait = view.typingSent + TYPING_EVERY_MS - Date.now();
+  if (wait > 0) {
+    view.typingTimer ||= setTimeout(() => {
+      view.typingTimer = null;
+      if ($("message-input").value.trim() && view.composer.mode !== "edit") sendTyping();
+    }, wait);
+    return;
+  }
+  view.typingSent = Date.now();
   if (!view.sendFrame({ type: "typing", to: view.peer })) api.typing(view.peer).catch(() => {});
 }
 

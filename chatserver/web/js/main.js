@@ -152,6 +152,7 @@ function acknowledge() {
 }
 
 function signedOut(which) {
+  clearTimeout(ackTimer);
   if (stream) stream.stop();
   stream = null;
   token.clear();

@@ -48,6 +48,7 @@ export class History {
     this.hasOlder = true;
     this.loaded = false;
     this.pending = new Map(); // Idempotency-Key -> {key, body, state, error}
+    this.early = new Map(); // messages that came before the first page did
   }
 
   ids() {
@@ -66,8 +67,32 @@ export class History {
     return newest;
   }
 
-  // Keep the most complete copy: a later state of the same message never goes back.
+  // A message from outside the history's pages (the stream, the conversation list, the
+  // delivery fetch). The history stays one unbroken run of messages: before its first page
+  // arrives a message waits for it, and one older than the oldest loaded is left for
+  // scroll-back to bring.
   upsert(m) {
+    if (!this.loaded) {
+      this.early.set(m.id, m);
+      return m;
+    }
+    if (this.hasOlder && m.id < this.oldestId()) return m;
+    return this.store(m);
+  }
+
+  // A page of history: the latest page first, then older ones.
+  addPage(messages, pageSize) {
+    for (const m of messages) this.store(m);
+    this.hasOlder = messages.length === pageSize;
+    if (!this.loaded) {
+      this.loaded = true;
+      for (const m of this.early.values()) this.upsert(m);
+      this.early.clear();
+    }
+  }
+
+  // Keep the most complete copy: a later state of the same message never goes back.
+  store(m) {
     const known = this.messages.get(m.id);
     if (known && known.received_at && !m.received_at) m = { ...m, received_at: known.received_at };
     if (known && known.deleted_at && !m.deleted_at) return known;
