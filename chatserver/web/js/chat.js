@@ -64,7 +64,13 @@ export async function openConversation(peer, messageId = null) {
     $("conversation").hidden = false;
     $("pick").hidden = true;
     renderHead();
-    await loadFirstPage(peer);
+    try {
+      await loadFirstPage(peer);
+    } catch (error) {
+      view.peer = state.openPeer = null; // opening it again tries again
+      $("messages").replaceChildren(el("p", { class: "hint" }, `Could not load the conversation: ${error.message}`));
+      return;
+    }
   }
   if (messageId !== null) await showAndFocus(peer, messageId);
   markRead();
@@ -107,6 +113,8 @@ async function loadOlder() {
       for (const m of page.messages) showMessage(h.messages.get(m.id), false);
       log.scrollTop = log.scrollHeight - fromBottom; // keep what the reader looks at in place
       renderOlderControls(h);
+    } catch {
+      // offline: the next scroll (or the button) tries again
     } finally {
       view.loadingOlder = null;
     }

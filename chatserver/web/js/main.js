@@ -86,7 +86,13 @@ async function start() {
   $("auth").hidden = true;
   $("loading").hidden = true;
   $("shell").hidden = false;
-  const position = await loadEverything();
+  let position;
+  try {
+    position = await loadEverything();
+  } catch (error) {
+    $("connection").textContent = `Could not load your conversations (${error.message}); retrying…`;
+    return void setTimeout(() => location.reload(), 5000);
+  }
   stream = new Stream({
     token: token.get(),
     onEvent: handleEvent,
@@ -126,7 +132,11 @@ async function refetch(position) {
   state.histories.clear();
   const open = state.openPeer;
   closeConversation();
-  await loadEverything();
+  try {
+    await loadEverything();
+  } catch {
+    return void location.reload(); // start over, from the server's current state
+  }
   stream.position = Math.max(stream.position, position);
   if (open !== null) await openConversation(open);
 }
