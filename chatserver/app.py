@@ -17,7 +17,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from chatserver import actions, metrics
 from chatserver.admin import actions as admin_actions
-from chatserver.api import blocks, chats, conversations, events, health, stream, tokens, users
+from chatserver.api import blocks, chats, conversations, events, health, stream, tokens, users, web
 from chatserver.api.openapi import openapi_config
 from chatserver.auth import Logins, TokenCache
 from chatserver.broker import BoundedSubscriber, ChatChannels, ChatRedisBackend
@@ -70,6 +70,7 @@ def create_app(settings: Settings) -> Litestar:
         *stream.HANDLERS,
         *events.HANDLERS,
         *health.HANDLERS,
+        web.web_router(),
     ]
     return ChatApp(
         route_handlers=handlers,

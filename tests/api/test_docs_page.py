@@ -4,10 +4,7 @@ going to the server itself, under a Content-Security-Policy that allows only 'se
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -16,16 +13,8 @@ from playwright.sync_api import sync_playwright
 
 from testinfra.procs import HOST
 from testinfra.server import ServerProcess, running_server
+from tests.browser import CHROMIUM_ARGS, chromium_path
 
-CHROMIUM = os.environ.get("CHAT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # sessions and CI run as root
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 RENDER_TIMEOUT_MS = 20_000
 ZERO_WIDTH_SPACE = "\u200b"  # Swagger UI puts them in long paths as line-break hints
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -33,13 +22,7 @@ HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "tra
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    """The browser's path; skips (before a server starts) only when it is absent and
-    CHAT_REQUIRE_BROWSER is not set."""
-    if shutil.which(CHROMIUM) or Path(CHROMIUM).exists():
-        return CHROMIUM
-    if os.environ.get("CHAT_REQUIRE_BROWSER"):
-        pytest.fail(f"CHAT_REQUIRE_BROWSER is set but there is no browser at {CHROMIUM}")
-    pytest.skip(f"no browser at {CHROMIUM} (apt-get install chromium)")
+    return chromium_path()
 
 
 @pytest.fixture(scope="module")
