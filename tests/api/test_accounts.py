@@ -19,7 +19,7 @@ from chatserver.config import Settings
 from chatserver.hub import CLOSE_REVOKED
 from chatserver.passwords import HASHER
 from testinfra.postgres import PostgresServer
-from tests.helpers import PASSWORD, Api, assert_401, assert_problem, basic, bearer
+from tests.helpers import PASSWORD, TEST_LIMITS, Api, assert_401, assert_problem, basic, bearer
 from tests.helpers import query_database as query
 from tests.realtime_helpers import (
     LiveServer,
@@ -35,6 +35,7 @@ USERS = "/api/v1/users/"
 MAX_TOKENS = 3
 # Small numbers, so the tests stay short; the rules are the same as with the defaults.
 ACCOUNT_SETTINGS: dict[str, Any] = {
+    **TEST_LIMITS,  # the per-address limits would refuse this module's many logins first
     "max_tokens_per_user": MAX_TOKENS,
     "token_use_resolution_seconds": 0.2,
     "login_failures_before_throttle": 10,

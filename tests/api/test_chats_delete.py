@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from argon2 import PasswordHasher
 
-from chatserver import auth
+from chatserver import passwords
 from tests.api.conftest import Node
 from tests.api.lifecycle_helpers import (
     api_for,
@@ -34,7 +34,7 @@ from tests.realtime_helpers import next_event, open_sse, open_stream, wait_until
 @pytest.fixture(autouse=True)
 def cheap_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
     """argon2's lightest parameters (the server runs in this process): not under test."""
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
+    monkeypatch.setattr(passwords, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024))
 
 
 async def test_a_deleted_message_is_a_tombstone_in_its_place_for_both(node: Node) -> None:

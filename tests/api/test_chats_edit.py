@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from argon2 import PasswordHasher
 
-from chatserver import auth
+from chatserver import passwords
 from tests.api.conftest import Node
 from tests.api.lifecycle_helpers import (
     api_for,
@@ -26,7 +26,7 @@ from tests.helpers import assert_problem, assert_utc_timestamp
 @pytest.fixture(autouse=True)
 def cheap_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
     """argon2's lightest parameters (the server runs in this process): not under test."""
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
+    monkeypatch.setattr(passwords, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024))
 
 
 # ---------------------------------------------------------------- edit

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher
 
-from chatserver import auth
+from chatserver import passwords
 from tests.api.conftest import Node
 from tests.api.lifecycle_helpers import api_for, deleted, edited, people, search
 from tests.helpers import Api, User, assert_problem, ids
@@ -17,7 +17,7 @@ from tests.helpers import Api, User, assert_problem, ids
 @pytest.fixture(autouse=True)
 def cheap_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
     """argon2's lightest parameters (the server runs in this process): not under test."""
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
+    monkeypatch.setattr(passwords, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024))
 
 
 async def found(api: Api, user: User, q: str, **params: Any) -> list[int]:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from argon2 import PasswordHasher
 
-from chatserver import auth
+from chatserver import passwords
 from chatserver.config import Settings
 from tests.helpers import Api, User, assert_problem, query_database
 
@@ -32,7 +32,7 @@ CONVERSATION_FIELDS = {
 def cheap_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
     """Sign-ups with argon2's lightest parameters: passwords are not under test here, and
     the default cost dominates these tests' time on a busy machine."""
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
+    monkeypatch.setattr(passwords, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024))
 
 
 # ---------------------------------------------------------------- helpers

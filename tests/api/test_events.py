@@ -22,7 +22,7 @@ import websockets
 from argon2 import PasswordHasher
 from websockets.asyncio.client import ClientConnection
 
-from chatserver import auth, store
+from chatserver import passwords, store
 from chatserver.config import Settings
 from tests.helpers import Api, User, assert_problem, assert_utc_timestamp
 from tests.realtime_helpers import (
@@ -50,7 +50,7 @@ pytestmark = pytest.mark.bulk
 def cheap_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
     """argon2's lightest parameters for sign-ups (the server runs in this process):
     passwords are not under test here, and the default cost dominates on a busy machine."""
-    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
+    monkeypatch.setattr(passwords, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024))
 
 
 @contextlib.asynccontextmanager
