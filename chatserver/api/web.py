@@ -34,8 +34,7 @@ WEB_CSP = (
 SECURITY_HEADERS = {
     "Content-Security-Policy": WEB_CSP,
     "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # nosniff and Referrer-Policy come with every response (middleware.SAFE_HEADERS).
     # Files keep their names across releases (no build step): revalidate, cheaply, by ETag.
     "Cache-Control": "no-cache",
     "Vary": "Accept-Encoding",

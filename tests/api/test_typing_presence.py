@@ -20,7 +20,7 @@ import pytest
 
 from chatserver.config import Settings
 from testinfra.postgres import PostgresServer
-from tests.helpers import TEST_LIMITS, Api, User, assert_401, assert_problem, assert_utc_timestamp
+from tests.helpers import NO_LIMITS, Api, User, assert_401, assert_problem, assert_utc_timestamp
 from tests.realtime_helpers import (
     TIMEOUT,
     LiveServer,
@@ -44,7 +44,7 @@ def server(
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('ephemeral') / 'chat.db'}"
         with serve_in_thread(
-            Settings(database_url=url, presence_grace_seconds=GRACE, **TEST_LIMITS)
+            Settings(database_url=url, presence_grace_seconds=GRACE, **NO_LIMITS)
         ) as live:
             yield live
         return
@@ -52,7 +52,7 @@ def server(
     name = postgres.create_database()
     try:
         settings = Settings(
-            database_url=postgres.url(name), presence_grace_seconds=GRACE, **TEST_LIMITS
+            database_url=postgres.url(name), presence_grace_seconds=GRACE, **NO_LIMITS
         )
         with serve_in_thread(settings) as live:
             yield live

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from testinfra.server import running_server
+from testinfra.server import log_dir, running_server
 
 PASSWORD = "a-password-nobody-logs"
 SECRET_QUERY = "needle-in-the-query"
@@ -23,8 +23,10 @@ def test_json_logs_carry_the_request_and_never_a_secret(tmp_path: Path) -> None:
         httpx.Client(base_url=server.base_url, timeout=10) as client,
     ):
         user_id, token = _exercise(client)
-    # Stopped: everything the server will ever write is in its log file now.
-    log = "".join(path.read_text() for path in tmp_path.glob("chatserver-*.log"))
+    # Stopped: everything the server will ever write is in its log file now (in the test
+    # session's log directory when it has one).
+    files = log_dir(tmp_path).glob(f"chatserver-{server.port}-*.log")
+    log = "".join(path.read_text() for path in files)
     lines = [json.loads(line) for line in log.splitlines() if line.strip()]  # all JSON
     assert all({"time", "level", "message"} <= set(line) for line in lines)
     requests = [line for line in lines if line.get("message") == "request"]
