@@ -74,14 +74,25 @@ def run_with_crash(
             failures.append(exc)
 
     threads = [threading.Thread(target=guarded, args=(w,)) for w in writers]
+    done_before = sum(len(w.acked) for w in writers)
+    # The crash comes after a random number of this round's sends were answered (at most
+    # half, so the writers still have sends in flight), however fast the machine is.
+    crash_after = done_before + random.randint(1, max(1, len(writers) * count // 2))
     for thread in threads:
         thread.start()
-    time.sleep(random.uniform(0.05, 0.8))
+    _wait_until(lambda: sum(len(w.acked) for w in writers) >= crash_after or bool(failures))
     crash()
     for thread in threads:
         thread.join(RETRY_DEADLINE_SECONDS + 30)
     assert not failures, failures
     assert not any(t.is_alive() for t in threads), "a writer is stuck"
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the writers made no progress"
+        time.sleep(0.002)
 
 
 def inbox(client: httpx.Client, token: str) -> list[dict[str, Any]]:

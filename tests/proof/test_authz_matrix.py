@@ -31,7 +31,9 @@ class Cast:
     a_id: int
     b: dict[str, Any]
     private: list[str]  # what A must never see
-    other_ids: list[int]  # B's, C's, their messages', the deleted user's and theirs
+    other_ids: list[int]  # B's, C's, their messages' and tokens', the deleted user's and theirs
+    # A may revoke its own tokens (its right, not a leak): those ids are not tried as token ids
+    own_token_ids: set[int]
 
 
 @dataclass
@@ -65,13 +67,21 @@ def setup_cast(client: httpx.Client) -> Cast:
         sent.append(r.json()["id"])
     assert client.delete("/api/v1/users/", headers=bearer(tokens["d"])).status_code == 204
     b = client.get("/api/v1/users/", headers=bearer(tokens["b"])).json()
+    token_ids = {who: _token_ids(client, tokens[who]) for who in ("a", "b", "c")}
     return Cast(
         a_token=tokens["a"],
         a_id=ids["a"],
         b=b,
         private=[*secrets, b["email"], tokens["b"], tokens["c"]],
-        other_ids=[ids["b"], ids["c"], ids["d"], *sent],
+        other_ids=[ids["b"], ids["c"], ids["d"], *sent, *token_ids["b"], *token_ids["c"]],
+        own_token_ids=token_ids["a"],
     )
+
+
+def _token_ids(client: httpx.Client, token: str) -> set[int]:
+    r = client.get("/api/v1/auth/tokens/", headers=bearer(token))
+    assert r.status_code == 200, r.text
+    return {t["id"] for t in r.json()["tokens"]}
 
 
 def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -115,6 +125,8 @@ def probes(document: dict[str, Any], cast: Cast) -> Iterator[Probe]:
         own_path = {p["name"]: cast.a_id for p in parameters if p["in"] == "path"}
         for where, name in targets:
             for value in [*cast.other_ids, *HOSTILE_LITERALS]:
+                if name == "token_id" and value in cast.own_token_ids:
+                    continue
                 values = {**own_path, name: value} if where == "path" else own_path
                 body = None if schema is None else base_body(schema, cast.a_id)
                 if where == "body" and body is not None:

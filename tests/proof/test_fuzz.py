@@ -46,6 +46,11 @@ ACCEPTED_REFUSALS: dict[tuple[str, str], tuple[int, ...]] = {
     # since, after_id and Last-Event-ID are alternatives; a plain GET is neither WebSocket
     # nor SSE (406).
     ("GET", "/api/v1/stream"): (400, 406),
+    # q (search) does not combine with unread, cursors or wait.
+    ("GET", "/api/v1/chats"): (400,),
+    # Blocking or unblocking yourself.
+    ("PUT", "/api/v1/blocks/{user_id}"): (400,),
+    ("DELETE", "/api/v1/blocks/{user_id}"): (400,),
 }
 POSITIVE_STATUSES: list[int | str] = ["2XX", 401, 403, 404, 409, 429]
 
