@@ -185,10 +185,9 @@ async def costs(
         results["insert"] = await _insert_cost(insert_db, data, count, warmup)
     requests = Requests(data)
     if insert_db is not None:
-        source = Path(sqlite_path(settings.database_url))
         copy = insert_db.with_name("no-search-index.db")
         results["send without search index"] = await _send_without_search(
-            source, copy, data, (count, warmup)
+            settings, copy, data, (count, warmup)
         )
     async with app.lifespan():
         for route in ROUTES:
@@ -204,17 +203,18 @@ async def costs(
 
 
 async def _send_without_search(
-    source: Path, copy: Path, data: BenchData, sizes: tuple[int, int]
+    settings: Settings, copy: Path, data: BenchData, sizes: tuple[int, int]
 ) -> Cost:
     """The send on a copy of the database whose search index is not kept (its trigger
-    dropped): beside the send row, what keeping the FTS5 index costs a send."""
+    dropped): beside the send row, what keeping the FTS5 index costs a send. The same
+    settings as the send row (its limits too), on the copy."""
     count, warmup = sizes
-    ceiling.copy_database(source, copy)
+    ceiling.copy_database(Path(sqlite_path(settings.database_url)), copy)
     with closing(sqlite3.connect(copy)) as conn:
         conn.execute("DROP TRIGGER messages_search_insert")
         conn.commit()
     requests = Requests(data, seed=3)
-    app = create_app(Settings(database_url=f"sqlite:///{copy}"))
+    app = create_app(dataclasses.replace(settings, database_url=f"sqlite:///{copy}"))
     async with app.lifespan():
         calls = [requests.make("send") for _ in range(count)]
         warm = [requests.make("send") for _ in range(warmup)]

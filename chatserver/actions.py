@@ -165,7 +165,7 @@ async def delete_user(s: Services, user_id: int) -> None:
 async def check_writes(s: Services) -> None:
     """Raise Unavailable when writes are failing: a recent one failed, or one that changes
     nothing cannot be committed now (the health check)."""
-    if s.db.write_health.failing():
+    if s.db.writes_failing():
         raise Unavailable("A write failed a moment ago and none has succeeded since")
     async with s.db.transaction() as conn:
         await store.rewrite_schema_version(conn)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from chatserver.db.errors import translate_asyncpg_error
-from chatserver.db.interface import Conn, Row, WriteHealth
+from chatserver.db.interface import Conn, Row
 from chatserver.errors import CommitUnknown, Unavailable
 from chatserver.metrics import PG_POOL_WAIT as POOL_WAIT
 
@@ -37,6 +37,16 @@ async def guarded(awaitable: Awaitable[T]) -> T:
         if translated is None:
             raise
         raise translated from exc
+
+
+async def _connected(acquire: Awaitable[T]) -> T:
+    """A pooled connection; any refusal by the server while connecting (a database not
+    accepting connections, not there, or a login refused) is Unavailable too: the request
+    has done nothing yet, and the next may find the database back."""
+    try:
+        return await guarded(acquire)
+    except asyncpg.PostgresError as exc:
+        raise Unavailable(f"The database refused a connection: {exc}") from exc
 
 
 async def _rollback(tx: Any) -> None:
@@ -95,7 +105,6 @@ class PostgresDatabase:
     def __init__(self, pool: Any, dsn: str) -> None:
         self._pool = pool
         self._dsn = dsn
-        self.write_health = WriteHealth()
 
     @classmethod
     async def connect(cls, dsn: str) -> PostgresDatabase:
@@ -107,18 +116,14 @@ class PostgresDatabase:
         async with self._acquire() as conn:
             yield PgConn(conn)
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Conn]:
-        try:
-            async with self._transaction() as conn:
-                yield conn
-        except Unavailable:
-            self.write_health.failed()
-            raise
-        self.write_health.succeeded()
+    def writes_failing(self) -> bool:
+        """Never: every write PostgreSQL refuses as ``Unavailable`` is a connection it
+        cannot make or keep, which the health check's own ping and write find — and stop
+        finding the moment the server is back."""
+        return False
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[Conn]:
+    async def transaction(self) -> AsyncIterator[Conn]:
         async with self._acquire() as conn:
             tx = conn.transaction()
             await guarded(tx.start())
@@ -136,7 +141,7 @@ class PostgresDatabase:
     @asynccontextmanager
     async def _acquire(self) -> AsyncIterator[Any]:
         started = time.perf_counter()
-        connection = await guarded(self._pool.acquire())
+        connection = await _connected(self._pool.acquire())
         POOL_WAIT.observe(time.perf_counter() - started)
         try:
             yield connection

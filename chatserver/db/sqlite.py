@@ -148,7 +148,7 @@ class SqliteDatabase:
         read_conn = sqlite_connect(path)
         self._reader = SqliteConn(read_conn)
         self._read_context = ReaderContext(self._reader, read_conn)
-        self.write_health = WriteHealth()
+        self._write_health = WriteHealth()
         self._checkpointer = Checkpointer(
             sqlite_connect(path), checkpoint_interval, restart_wal_frames
         )
@@ -170,6 +170,9 @@ class SqliteDatabase:
         self._writes.answer_finished_commit()
         return self._read_context
 
+    def writes_failing(self) -> bool:
+        return self._write_health.failing()
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
         """A write transaction, group-committed; returns once it is on disk (or raises)."""
@@ -177,9 +180,9 @@ class SqliteDatabase:
             async with self._writes.transaction() as conn:
                 yield conn
         except Unavailable:
-            self.write_health.failed()
+            self._write_health.failed()
             raise
-        self.write_health.succeeded()
+        self._write_health.succeeded()
 
     @property
     def commits(self) -> int:
