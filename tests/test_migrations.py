@@ -95,11 +95,7 @@ def test_migrating_an_existing_database_indexes_its_messages_for_search(
         f" date_joined) VALUES ({n}, 'u{n}', 'u{n}', 'u{n}@e.com', 'u{n}@e.com', 'x', 0)"
         for n in (1, 2)
     ]
-    messages = [
-        "INSERT INTO messages (id, sender_id, recipient_id, body, sent_at, recipient_seq,"
-        f" peer_lo, peer_hi) VALUES ({i}, 1, 2, '{body}', 0, {i}, 1, 2)"
-        for i, body in ((1, "Old Kettle"), (2, "new kettles"))
-    ]
+    messages = [_message_at_0003(i, body) for i, body in ((1, "Old Kettle"), (2, "new kettles"))]
     # A response stored before 0005, without edited_at, deleted_at and reply_to.
     stored = (
         '{"id":2,"sent_by":1,"received_by":2,"message":"new kettles",'
@@ -387,3 +383,59 @@ def test_migrating_existing_users_keys_them_by_rfc_8265_with_skeletons(
         ("stra\u00dfe", "strasse"),  # skeletons are case-folded
         ("bob", "bob"),
     ]
+
+
+def test_0009_indexes_new_messages_at_commit_and_catches_up_on_rows_written_directly(
+    tmp_path: Path,
+) -> None:
+    """After 0009 the insert trigger is gone: messages already indexed stay found, edits of
+    them still move the index, and messages written without the server (a tool, a bulk
+    load) are indexed before the next search."""
+    url = f"sqlite:///{tmp_path / 'chat.db'}"
+    upgrade(url, "0003")
+    users = [
+        "INSERT INTO users (id, username, username_key, email, email_key, password_hash,"
+        f" date_joined) VALUES ({n}, 'u{n}', 'u{n}', 'u{n}@e.com', 'u{n}@e.com', 'x', 0)"
+        for n in (1, 2)
+    ]
+    execute_all(url, [*users, _message_at_0003(1, "Old Kettle")])
+    upgrade(url)
+    assert query_database(url, "SELECT up_to FROM search_indexed") == [(1,)]
+    execute_all(
+        url,
+        [
+            _message_at_head(2, "new kettles"),
+            _message_at_head(3, "kettle soon gone"),
+            "UPDATE messages SET body = '', deleted_at = 1 WHERE id = 3",
+            "UPDATE messages SET body = 'Old teapot' WHERE id = 1",  # indexed: trigger
+        ],
+    )
+    app = create_app(Settings(database_url=url))
+    with TestClient(app) as client:
+        auth_header = {"Authorization": f"Bearer {_token_for(client, url, user_id=2)}"}
+
+        def found(q: str) -> list[int]:
+            r = client.get(f"/api/v1/chats/?q={q}", headers=auth_header)
+            assert r.status_code == 200, r.text
+            return [m["id"] for m in r.json()["messages"]]
+
+        assert found("kettle") == [2]
+        assert found("teapot") == [1]
+        assert found("gone") == []
+    assert query_database(url, "SELECT up_to FROM search_indexed") == [(3,)]
+
+
+def _message_at_0003(message_id: int, body: str) -> str:
+    return (
+        "INSERT INTO messages (id, sender_id, recipient_id, body, sent_at, recipient_seq,"
+        f" peer_lo, peer_hi) VALUES ({message_id}, 1, 2, '{body}', 0, {message_id}, 1, 2)"
+    )
+
+
+def _message_at_head(message_id: int, body: str) -> str:
+    return (
+        "INSERT INTO messages (id, sender_id, recipient_id, body, sent_at, recipient_seq,"
+        " peer_lo, peer_hi, conversation_seq, pair_seq, sender_pos, recipient_pos) VALUES"
+        f" ({message_id}, 1, 2, '{body}', 0, {message_id}, 1, 2, {message_id}, {message_id},"
+        f" {100 + message_id}, {100 + message_id})"
+    )

@@ -33,7 +33,11 @@ __all__ = [
 async def open_database(url: str) -> Database:
     """The database at a user-facing URL (``sqlite:///path`` or ``postgresql://…``), started."""
     if database_scheme(url) == "sqlite":
-        return SqliteDatabase(sqlite_path(url))
+        # Imported here: the store imports this package. Every SQLite database the server
+        # and its tools open keeps its search index at each COMMIT (store/search.py).
+        from chatserver.store.search import index_new_messages
+
+        return SqliteDatabase(sqlite_path(url), before_commit=index_new_messages)
     from chatserver.db.postgres import PostgresDatabase  # asyncpg takes a while to import
 
     return await PostgresDatabase.connect(asyncpg_dsn(url))

@@ -23,6 +23,9 @@ from chatserver.metrics import COMMIT_BATCH, COMMIT_SECONDS
 # Asked when a COMMIT starts; returns a job to run on the commit thread right after it,
 # while the writers are still held (the WAL restart, see checkpoint.py), or None.
 AfterCommit = Callable[[], Callable[[], None] | None]
+# Run on the commit thread just before each COMMIT, in the batch's transaction (the search
+# index's new messages, see store/search.py); if it raises, the batch fails as a COMMIT would.
+BeforeCommit = Callable[[sqlite3.Connection], None]
 
 
 class WriteLock:
@@ -81,10 +84,12 @@ class GroupCommit:
         writer: Conn,
         after_commit: AfterCommit = _nothing_after_commit,
         committer: Executor | None = None,
+        before_commit: BeforeCommit | None = None,
     ) -> None:
         self._conn = conn
         self._writer = writer
         self._after_commit = after_commit
+        self._before_commit = before_commit
         self._committer = committer or ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="chat-commit"
         )
@@ -181,7 +186,7 @@ class GroupCommit:
         batch, self._batch = self._batch, []
         loop = asyncio.get_running_loop()
         self._commit_started = time.perf_counter()
-        done = self._committer.submit(self._conn.execute, "COMMIT")
+        done = self._committer.submit(self._commit)
         self.commits += 1
         COMMIT_BATCH.observe(len(batch))
         self._committing = (done, batch)
@@ -190,6 +195,12 @@ class GroupCommit:
         if job is not None:  # on the commit thread, after the COMMIT, still under the lock
             last = self._committer.submit(self._unless_commit_failed, job)
         last.add_done_callback(lambda _: loop.call_soon_threadsafe(self._end_batch))
+
+    def _commit(self) -> None:
+        """On the commit thread: the work due before every COMMIT, then the COMMIT."""
+        if self._before_commit is not None:
+            self._before_commit(self._conn)
+        self._conn.execute("COMMIT")
 
     def _unless_commit_failed(self, job: Callable[[], None]) -> None:
         if not self._conn.in_transaction:  # else the COMMIT failed; the loop rolls it back

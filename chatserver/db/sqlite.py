@@ -17,7 +17,7 @@ from typing import Any
 
 from chatserver.db.checkpoint import CHECKPOINT_INTERVAL_SECONDS, RESTART_WAL_FRAMES, Checkpointer
 from chatserver.db.errors import translate_sqlite_error
-from chatserver.db.group_commit import GroupCommit
+from chatserver.db.group_commit import BeforeCommit, GroupCommit
 from chatserver.db.interface import Conn, Row, WriteHealth
 from chatserver.errors import Unavailable
 
@@ -144,6 +144,7 @@ class SqliteDatabase:
         *,
         checkpoint_interval: float = CHECKPOINT_INTERVAL_SECONDS,
         restart_wal_frames: int = RESTART_WAL_FRAMES,
+        before_commit: BeforeCommit | None = None,
     ) -> None:
         read_conn = sqlite_connect(path)
         self._reader = SqliteConn(read_conn)
@@ -155,7 +156,10 @@ class SqliteDatabase:
         write_conn = sqlite_connect(path)
         write_conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer does it instead
         self._writes = GroupCommit(
-            write_conn, SqliteConn(write_conn), after_commit=self._checkpointer.due_restart
+            write_conn,
+            SqliteConn(write_conn),
+            after_commit=self._checkpointer.due_restart,
+            before_commit=before_commit,
         )
         self._checkpointer.start()
 

@@ -80,7 +80,14 @@ from chatserver.store.messages import (
     mark_received,
     note_fetch,
 )
-from chatserver.store.search import SearchQuery, merge_search_index, search_page, words_of
+from chatserver.store.search import (
+    SearchQuery,
+    index_new_messages,
+    merge_search_index,
+    search_index_behind,
+    search_page,
+    words_of,
+)
 from chatserver.store.tokens import (
     TokenRow,
     delete_token,
@@ -168,6 +175,7 @@ __all__ = [
     "get_user",
     "get_users",
     "inbox_page",
+    "index_new_messages",
     "insert_block",
     "insert_events",
     "insert_idempotent_response",
@@ -190,6 +198,7 @@ __all__ = [
     "reserve_received",
     "rewrite_idempotent_responses",
     "rewrite_schema_version",
+    "search_index_behind",
     "search_page",
     "set_last_seen",
     "set_last_seen_each",

@@ -1,7 +1,8 @@
 """Full-text search of a user's messages, with each engine's own index (migration 0005).
 
-SQLite: the FTS5 table ``message_search`` (columns ``people`` and ``body``), kept in step
-with ``messages`` by triggers. PostgreSQL: the generated ``tsvector`` column
+SQLite: the FTS5 table ``message_search`` (columns ``people`` and ``body``): new messages
+enter it at each group COMMIT (``index_new_messages``), edits and deletions through
+triggers (migration 0009). PostgreSQL: the generated ``tsvector`` column
 ``messages.search`` (people with weight A, body words with D) behind a GIN index. Both
 answer "every word, the last one as a prefix, among this user's (or this conversation's)
 messages", newest first; a deleted message is not in either index.
@@ -10,6 +11,7 @@ messages", newest first; a deleted message is not in either index.
 from __future__ import annotations
 
 import re
+import sqlite3
 from typing import NamedTuple
 
 from chatserver.db import Conn
@@ -95,3 +97,33 @@ async def merge_search_index(conn: Conn, pages: int) -> bool:
         "INSERT INTO message_search (message_search, rank) VALUES ('merge', $1)", -pages
     )
     return bool(await conn.fetch_val(_STRUCTURE) != before)
+
+
+# ---------------------------------------------------------------- SQLite: new messages
+
+_INDEXED = "SELECT up_to, (SELECT max(id) FROM messages) FROM search_indexed"
+_INDEX_RANGE = (
+    "INSERT INTO message_search (rowid, people, body) SELECT -id, 'u' || sender_id || ' u' ||"
+    " recipient_id || ' c' || peer_lo || 'x' || peer_hi, body FROM messages"
+    " WHERE id > ? AND id <= ? AND deleted_at IS NULL"
+)
+
+
+def index_new_messages(conn: sqlite3.Connection) -> None:
+    """SQLite: index the messages above ``search_indexed.up_to``, in the open transaction.
+
+    The group commit runs this on its own thread just before each COMMIT, so a committed
+    message is always searchable while no send pays for the index on the event loop (FTS5
+    writes its pending words out at every SAVEPOINT, and each send is one). Synchronous, on
+    the raw connection: it runs where the COMMIT runs, with every writer held."""
+    up_to, latest = conn.execute(_INDEXED).fetchone()
+    if latest is not None and latest > up_to:
+        conn.execute(_INDEX_RANGE, (up_to, latest))
+        conn.execute("UPDATE search_indexed SET up_to = ?", (latest,))
+
+
+async def search_index_behind(conn: Conn) -> bool:
+    """SQLite: whether messages were committed without the group commit's indexing (a bulk
+    load, another tool); one write transaction then catches the index up."""
+    row = await conn.fetch_one(_INDEXED)
+    return row is not None and row[1] is not None and int(row[1]) > int(row[0])
