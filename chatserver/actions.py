@@ -218,8 +218,6 @@ async def send_message(
                 earlier = await store.get_idempotent_response(conn, sender_id, idempotency_key)
                 if earlier is not None:
                     return _replay(earlier, request_hash)
-            if body.user_id != sender_id and await store.blocks(conn, body.user_id, sender_id):
-                raise Forbidden("You cannot send messages to this user")
             message, positions = await _insert_message(conn, sender_id, body)
             view = message_out(message)
             if idempotency_key is not None:
@@ -240,16 +238,19 @@ async def _insert_message(
 ) -> tuple[store.MessageRow, store.Positions]:
     """Lock both users' rows in ascending id order, taking each one's event position, then
     the message id (see models.py); count it in both conversations. The message row, with
-    its two positions, is both users' event (see ``store.list_events``)."""
+    its two positions, is both users' event (see ``store.list_events``). Forbidden when the
+    recipient blocks the sender (the caller's transaction then undoes the counts)."""
     recipient_id, now = body.user_id, now_us()
     taken: dict[int, int] = {}
     seq: int | None = None
     for user_id in sorted({sender_id, recipient_id}):
         if user_id == recipient_id:
-            counted = await store.count_for_receive(conn, user_id, also_sent=user_id == sender_id)
+            counted = await store.count_for_receive(conn, user_id, sender_id)
             if counted is None:
                 raise NotFound(f"There is no user with id {recipient_id}")
-            seq, taken[user_id] = counted
+            if counted.blocked:
+                raise Forbidden("You cannot send messages to this user")
+            seq, taken[user_id] = counted.seq, counted.pos
         elif (pos := await store.count_for_send(conn, user_id)) is not None:
             taken[user_id] = pos
         else:

@@ -61,9 +61,9 @@ async def send_in(conn: Conn, sender: int, recipient: int, body: str, at: int = 
     seq = 0
     for user_id in sorted({sender, recipient}):
         if user_id == recipient:
-            counted = await store.count_for_receive(conn, user_id, also_sent=user_id == sender)
+            counted = await store.count_for_receive(conn, user_id, sender)
             assert counted is not None
-            seq, taken[user_id] = counted
+            seq, taken[user_id] = counted.seq, counted.pos
         else:
             pos = await store.count_for_send(conn, user_id)
             assert pos is not None
@@ -132,10 +132,10 @@ async def test_counters_report_whether_the_user_exists_and_take_positions(db: Da
         assert await store.current_event_pos(conn, alice.id) == 0
         assert await store.count_for_send(conn, alice.id) == 1  # her first event position
         assert await store.count_for_send(conn, 999_999) is None
-        # (recipient sequence number, event position)
-        assert await store.count_for_receive(conn, alice.id, also_sent=False) == (1, 2)
-        assert await store.count_for_receive(conn, alice.id, also_sent=True) == (2, 3)
-        assert await store.count_for_receive(conn, 999_999, also_sent=False) is None
+        # (recipient sequence number, event position, recipient blocks sender)
+        assert await store.count_for_receive(conn, alice.id, 999_998) == (1, 2, False)
+        assert await store.count_for_receive(conn, alice.id, alice.id) == (2, 3, False)
+        assert await store.count_for_receive(conn, 999_999, alice.id) is None
         assert await store.reserve_received(conn, alice.id, 5, unread=True) == 3  # 3..7
         assert await store.reserve_received(conn, 999_999, 5, unread=True) is None
         assert await store.add_sent(conn, alice.id, 4) is True
@@ -366,10 +366,10 @@ async def test_insert_message_stores_its_positions_and_its_number_from_the_sende
     b1 = await send(db, bob.id, alice.id, "b1")
     a2 = await send(db, alice.id, bob.id, "a2")
     async with db.transaction() as conn:
-        seq = await store.count_for_receive(conn, bob.id, also_sent=False)
-        assert seq is not None
+        counted = await store.count_for_receive(conn, bob.id, alice.id)
+        assert counted is not None
         given = await store.insert_message(
-            conn, alice.id, bob.id, "a3", NOW, seq[0], Positions(70, 90)
+            conn, alice.id, bob.id, "a3", NOW, counted.seq, Positions(70, 90)
         )
         rows = await conn.fetch_all(
             "SELECT id, pair_seq, sender_pos, recipient_pos FROM messages ORDER BY id"

@@ -32,6 +32,12 @@ async def test_blocks_are_added_once_listed_and_removed(db: Database) -> None:
         assert await store.blockers_among(conn, bob.id, [carol.id]) == {carol.id}
         assert await store.blockers_among(conn, bob.id, []) == set()
     async with db.transaction() as conn:
+        # Counting a message for its recipient says whether the recipient blocks the sender.
+        to_alice = await store.count_for_receive(conn, alice.id, bob.id)
+        to_bob = await store.count_for_receive(conn, bob.id, alice.id)
+        assert to_alice == (1, 1, True)
+        assert to_bob == (1, 1, False)
+    async with db.transaction() as conn:
         assert await store.delete_block(conn, alice.id, bob.id) is True
         assert await store.delete_block(conn, alice.id, bob.id) is False
     async with db.read() as conn:
