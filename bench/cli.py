@@ -67,6 +67,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="on (default): limits run, set too high to refuse; off: CHAT_RATE_LIMITS=off",
     )
     parser.add_argument(
+        "--metrics",
+        choices=("on", "off"),
+        default="off",
+        help="off (default, as the server): no metrics; on: CHAT_METRICS_ADDR on a free port",
+    )
+    parser.add_argument(
         "--scenario",
         action="append",
         choices=SCENARIOS,
@@ -91,6 +97,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         scenarios=chosen,
         write_docs=args.write_docs,
         rate_limits=args.rate_limits,
+        metrics=args.metrics,
     )
 
 
@@ -131,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             opts.workers,
             server=opts.server,
             rate_limits=opts.rate_limits,
+            metrics=opts.metrics,
         )
         server = ChatServer(registry, env, workdir, procs.free_port())
         rows, flags = run(opts, server, workdir)
@@ -162,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             "db": opts.db,
             "redis": opts.redis,
             "rate_limits": opts.rate_limits,
+            "metrics": opts.metrics,
             "workers": opts.workers,
             "quick": opts.quick,
             "scenarios": list(opts.scenarios),

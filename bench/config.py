@@ -48,6 +48,7 @@ class Options:
     scenarios: tuple[str, ...] = SCENARIOS
     write_docs: bool = False
     rate_limits: str = "on"
+    metrics: str = "off"
 
     @property
     def default_setup(self) -> bool:

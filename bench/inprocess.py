@@ -146,7 +146,7 @@ ROUTES = ("inbox", "conversation", "sync", "user", "send")
 def scenario(ctx: Context) -> list[Row]:
     server = ctx.server.settings
     settings = Settings(
-        database_url=server.database_url, redis_url=server.redis_url, **server.limit_settings()
+        database_url=server.database_url, redis_url=server.redis_url, **server.app_settings()
     )
     # Cursors four messages behind, read now (the scenarios before have sent since): the
     # usual sync of a connected client, as in the HTTP row "sync (4 new messages)".

@@ -26,12 +26,24 @@ class ServerEnv:
     # "on": the rate limits run (as by default) but far above what the bench sends, so they
     # cost what they cost and never refuse; "off": CHAT_RATE_LIMITS=off.
     rate_limits: str = "on"
+    # "on": Prometheus metrics served on a free loopback port (CHAT_METRICS_ADDR), so every
+    # request is observed; "off" (the server's default): no CHAT_METRICS_ADDR.
+    metrics: str = "off"
 
     def environ(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.limits())
-        for name in ("CHAT_REDIS_URL", "CHAT_HOST", "CHAT_PORT", "CHAT_WORKERS", "CHAT_LOG_LEVEL"):
+        for name in (
+            "CHAT_REDIS_URL",
+            "CHAT_HOST",
+            "CHAT_PORT",
+            "CHAT_WORKERS",
+            "CHAT_LOG_LEVEL",
+            "CHAT_METRICS_ADDR",
+        ):
             env.pop(name, None)
+        if self.metrics == "on":
+            env["CHAT_METRICS_ADDR"] = f"127.0.0.1:{procs.free_port()}"
         env.pop("CHAT_SERVER", None)
         if self.server:
             env["CHAT_SERVER"] = self.server
@@ -57,6 +69,12 @@ class ServerEnv:
             name.removeprefix("CHAT_").lower(): value for name, value in self.limits().items()
         }
         return {name: FIELD_TYPES[name](value) for name, value in fields.items()}
+
+    def app_settings(self) -> dict[str, Any]:
+        """Settings fields for an app built in the bench's own process (the in-process
+        scenario): the limits, and the metrics on their own free port when on."""
+        metrics = {"metrics_addr": f"127.0.0.1:{procs.free_port()}"} if self.metrics == "on" else {}
+        return {**self.limit_settings(), **metrics}
 
 
 RATES = ("SEND", "READ", "SIGNUP", "TOKEN")
