@@ -67,6 +67,12 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="on (default): limits run, set too high to refuse; off: CHAT_RATE_LIMITS=off",
     )
     parser.add_argument(
+        "--duration",
+        type=float,
+        help="seconds per measured wrk run (default: 10, quick 2); longer runs resolve"
+        " smaller differences",
+    )
+    parser.add_argument(
         "--metrics",
         choices=("on", "off"),
         default="off",
@@ -87,6 +93,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.duration is not None and args.duration <= 0:
+        parser.error("--duration must be positive")
     chosen = tuple(s for s in SCENARIOS if s in set(args.scenario)) if args.scenario else SCENARIOS
     return Options(
         db=args.db,
@@ -98,6 +106,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         write_docs=args.write_docs,
         rate_limits=args.rate_limits,
         metrics=args.metrics,
+        duration=args.duration,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 SCENARIOS = (
@@ -49,6 +50,7 @@ class Options:
     write_docs: bool = False
     rate_limits: str = "on"
     metrics: str = "off"
+    duration: float | None = None  # seconds per measured wrk run; None: the size's own
 
     @property
     def default_setup(self) -> bool:
@@ -57,7 +59,10 @@ class Options:
 
     @property
     def sizes(self) -> Sizes:
-        return QUICK if self.quick else FULL
+        sizes = QUICK if self.quick else FULL
+        return (
+            sizes if self.duration is None else dataclasses.replace(sizes, duration=self.duration)
+        )
 
 
 @dataclass(frozen=True)
