@@ -20,6 +20,7 @@ from bench import (
     ceiling,
     conversations,
     inprocess,
+    overhead,
     presence,
     report,
     resume,
@@ -45,6 +46,7 @@ OTHER_SCENARIOS: dict[str, Callable[[scenarios.Context], list[Row]]] = {
     "idle-sockets": scenarios.idle_sockets,
     "fanout": scenarios.fanout,
     "in-process": inprocess.scenario,
+    "overhead": overhead.scenario,
 }
 
 

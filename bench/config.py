@@ -24,6 +24,7 @@ SCENARIOS = (
     "presence",
     "fanout",
     "in-process",
+    "overhead",
 )
 HTTP_SCENARIOS = (
     "send",
@@ -88,6 +89,8 @@ class Sizes:
     startup_repeats: int
     inprocess_calls: int
     inprocess_warmup: int
+    overhead_rounds: int  # alternating rounds per feature and route (overhead)
+    overhead_calls: int  # calls per round
     conversations_big: int  # conversations of the big user (the small one has 10)
     resume_behind: int  # events a resuming stream is behind
     resume_repeats: int
@@ -120,6 +123,8 @@ FULL = Sizes(
     startup_repeats=3,
     inprocess_calls=20_000,
     inprocess_warmup=500,
+    overhead_rounds=20,
+    overhead_calls=1000,
     conversations_big=10_000,
     resume_behind=1000,
     resume_repeats=20,
@@ -150,6 +155,8 @@ QUICK = Sizes(
     startup_repeats=1,
     inprocess_calls=1_000,
     inprocess_warmup=100,
+    overhead_rounds=4,
+    overhead_calls=200,
     conversations_big=1000,
     resume_behind=1000,
     resume_repeats=5,

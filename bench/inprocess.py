@@ -122,15 +122,16 @@ class Cost:
 
 async def measure(app: App, calls: list[Call], warmup: list[Call], batch: int = 1) -> Cost:
     """CPU per request over ``calls``, after ``warmup``; ``batch`` requests at a time."""
-    await _run(app, warmup, batch)
+    await run_calls(app, warmup, batch)
     started = time.process_time()
-    statuses = await _run(app, calls, batch)
+    statuses = await run_calls(app, calls, batch)
     cpu = time.process_time() - started
     errors = sum(1 for status in statuses if not 200 <= status < 300)
     return Cost(cpu * 1e6 / len(calls), errors)
 
 
-async def _run(app: App, calls: list[Call], batch: int) -> list[int]:
+async def run_calls(app: App, calls: list[Call], batch: int) -> list[int]:
+    """Call ``app`` with each of ``calls``, ``batch`` at a time; their statuses."""
     if batch == 1:
         return [await status_of(app, call) for call in calls]
     statuses: list[int] = []

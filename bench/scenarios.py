@@ -40,6 +40,8 @@ class Context:
     # big-inbox's user with its bulk-loaded inbox, which search then searches
     big_user: seed.User | None = None
     big_count: int = 0
+    # The server's CPU per request (µs) in each HTTP scenario's main run, for ``overhead``.
+    http_cpu_us: dict[str, float] = field(default_factory=dict)
 
     @property
     def zero_errors_target(self) -> bool:
@@ -54,6 +56,8 @@ def wrk_row(scenario: str, case: str, result: WrkResult, ctx: Context | None) ->
         for name in ("raw", "litestar", like_for_like):
             metrics[f"vs_{name}"] = _ratio(result, ctx.ceilings.get(name))
     row = Row(scenario=scenario, case=case, kind="http", metrics=metrics, errors=result.errors)
+    if ctx is not None and not case and result.rps and result.server_cpu:
+        ctx.http_cpu_us[scenario] = result.server_cpu / result.rps * 1e6
     if result.errors:
         row.error_detail.append(
             f"{result.status_errors} responses with status >= 400, "
