@@ -93,7 +93,7 @@ class Settings:
     token_rate: float = setting(0.5, "token requests per client address: requests per second")
     token_burst: int = setting(20, "token requests per client address: burst")
     max_streams_per_user: int = setting(
-        20, "open streams per user and worker; the next is refused (WebSocket 4429, SSE 429)"
+        20, "open streams per user (with Redis, on every node); the next is refused (4429, 429)"
     )
     max_connections_per_address: int = setting(
         1000, "open connections per client address and worker; more are closed at once (uvicorn)"

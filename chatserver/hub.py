@@ -42,7 +42,7 @@ from chatserver.views import MessageCache
 log = logging.getLogger("chatserver")
 
 CLOSE_REVOKED = 4401
-CLOSE_TOO_MANY_STREAMS = 4429  # the user already has max_streams_per_user open here
+CLOSE_TOO_MANY_STREAMS = 4429  # the user already has max_streams_per_user open
 PRESENCE_REFRESH_SECONDS = 20
 LAST_SEEN_EVERY_SECONDS = 60
 _decode_control = msgspec.json.Decoder(ControlEvent).decode
@@ -52,6 +52,12 @@ _encode = msgspec.json.Encoder().encode
 class TooManyStreams(RateLimited):
     code = "too-many-streams"
     title = "Too many open streams"
+
+
+def _too_many(open_now: int) -> TooManyStreams:
+    return TooManyStreams(
+        f"You already have {open_now} streams open; close one first", retry_after=5
+    )
 
 
 @dataclass(eq=False, slots=True)
@@ -118,17 +124,21 @@ class Hub:
 
     def admit(self, user_id: int) -> None:
         """Raise TooManyStreams when the user already has as many streams open as allowed
-        (on this worker: one user's thousands of sockets must not slow everyone else)."""
+        on this worker (one user's thousands of sockets must not slow everyone else); a
+        cheap early answer, before a stream is accepted. ``open`` checks every node."""
         open_now = len(self._streams.get(user_id, ()))
         if self._max_streams is not None and open_now >= self._max_streams:
-            raise TooManyStreams(
-                f"You already have {open_now} streams open; close one first", retry_after=5
-            )
+            raise _too_many(open_now)
 
     async def open(self, handle: StreamHandle) -> None:
+        """Count the stream here and in presence, which refuses it (TooManyStreams) when
+        the user has the most streams allowed open on any node (with Redis: all of them)."""
         self.admit(handle.user_id)
         self._streams[handle.user_id].add(handle)
-        first = await self.presence.connected(handle.user_id, handle.stream_id)
+        first = await self.presence.connected(handle.user_id, handle.stream_id, self._max_streams)
+        if first is None:
+            self._forget(handle)
+            raise _too_many(self._max_streams or 0)
         # Written at once only for a user's first stream or fetch on this node: a storm of
         # reconnecting clients must not become a storm of commits.
         await self._last_seen.touch(handle.user_id)
@@ -137,15 +147,22 @@ class Hub:
 
     async def close(self, handle: StreamHandle) -> None:
         user_id = handle.user_id
-        handles = self._streams.get(user_id)
-        if handles is not None:
-            handles.discard(handle)
-            if not handles:
-                del self._streams[user_id]
-                self._last_seen.note(user_id)  # the offline event reads it after the grace
+        if self._forget(handle):
+            self._last_seen.queue(user_id)  # the offline event reads it after the grace
         with contextlib.suppress(Exception):  # a broker hiccup must not leak the handle
             if await self.presence.disconnected(user_id, handle.stream_id):
                 self._check_offline_later(user_id)
+
+    def _forget(self, handle: StreamHandle) -> bool:
+        """Drop the stream from this node's streams; True when it was the user's last."""
+        handles = self._streams.get(handle.user_id)
+        if handles is None or handle not in handles:
+            return False
+        handles.discard(handle)
+        if handles:
+            return False
+        del self._streams[handle.user_id]
+        return True
 
     def _check_offline_later(self, user_id: int) -> None:
         """After the grace period, announce the user offline if no stream opened since."""
@@ -234,7 +251,7 @@ class Hub:
                 if time.monotonic() >= last_seen_due:
                     last_seen_due = time.monotonic() + LAST_SEEN_EVERY_SECONDS
                     for user_id in self._streams:
-                        self._last_seen.note(user_id)
+                        self._last_seen.queue(user_id)
             except Exception:  # keep going: the next round may succeed
                 log.exception("stream housekeeping failed")
 

@@ -11,6 +11,11 @@ stream closed clears it, and announces offline, only while no stream is open. Ea
 one atomic Redis script, so with many nodes exactly one of them announces each change.
 Users whose entries all expired (their node died) are found in one sorted set by expiry,
 so no per-user scan is needed to announce them offline.
+
+The same entries cap a user's open streams on every node at once: a stream is counted only
+while the user has fewer live entries than the cap (in the same script), so with Redis the
+cap holds across workers and nodes; while Redis is unreachable each worker still holds its
+own streams to it (hub.py).
 """
 
 from __future__ import annotations
@@ -37,8 +42,9 @@ RETRY_AFTER_SECONDS = 1.0
 
 
 class Presence(Protocol):
-    async def connected(self, user_id: int, stream_id: str) -> bool:
-        """Count a stream; True when it makes the user online (announce it)."""
+    async def connected(self, user_id: int, stream_id: str, cap: int | None = None) -> bool | None:
+        """Count a stream; True when it makes the user online (announce it); None, counting
+        nothing, when the user already has ``cap`` streams open."""
 
     async def disconnected(self, user_id: int, stream_id: str) -> bool:
         """Forget a stream; True when the user has none left anywhere (check again after
@@ -61,7 +67,9 @@ class LocalPresence:
         self._open: Counter[int] = Counter()
         self._announced: set[int] = set()
 
-    async def connected(self, user_id: int, stream_id: str) -> bool:
+    async def connected(self, user_id: int, stream_id: str, cap: int | None = None) -> bool | None:
+        if cap is not None and self._open[user_id] >= cap:
+            return None
         self._open[user_id] += 1
         if user_id in self._announced:
             return False
@@ -104,8 +112,11 @@ EXPIRY_KEY = "chatserver:presence-expiry"
 # How many expired users one housekeeping round announces offline.
 EXPIRED_BATCH = 500
 
-# KEYS: entries, announced, expiry; ARGV: stream id, expires, key ttl, user id.
+# KEYS: entries, announced, expiry; ARGV: stream id, expires, key ttl, user id, now, cap
+# (0: none). -1 (nothing counted) when the user already has cap live entries.
 CONNECT = """
+local cap = tonumber(ARGV[6])
+if cap > 0 and redis.call('ZCOUNT', KEYS[1], ARGV[5], '+inf') >= cap then return -1 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
@@ -141,11 +152,20 @@ class RedisPresence:
         self._disconnect = redis.register_script(DISCONNECT)
         self._offline = redis.register_script(OFFLINE)
 
-    async def connected(self, user_id: int, stream_id: str) -> bool:
+    async def connected(self, user_id: int, stream_id: str, cap: int | None = None) -> bool | None:
         keys = [presence_key(user_id), announced_key(user_id), EXPIRY_KEY]
-        expires = time.time() + ENTRY_TTL_SECONDS
-        args: list[str | float] = [stream_id, expires, ENTRY_TTL_SECONDS * 2, user_id]
-        return bool(await self._call(self._connect(keys, args), False))
+        now = time.time()
+        args: list[str | float] = [
+            stream_id,
+            now + ENTRY_TTL_SECONDS,
+            ENTRY_TTL_SECONDS * 2,
+            user_id,
+            now,
+            cap or 0,
+        ]
+        # Unreachable Redis: counted as not first, and only this worker's cap applies.
+        first = await self._call(self._connect(keys, args), 0)
+        return None if first == -1 else bool(first)
 
     async def disconnected(self, user_id: int, stream_id: str) -> bool:
         left = await self._call(self._disconnect([presence_key(user_id)], [stream_id, time.time()]))

@@ -147,7 +147,8 @@ async def _stream_to_socket(
             feed = Feed(services, sub, caller.user_id, since)
             sub.subscriber.on_overflow = lambda: handle.close(CLOSE_TRY_AGAIN)
             return await _serve_socket(socket, feed, handle)
-    except TooManyStreams:  # another stream of the user's opened meanwhile
+    except TooManyStreams as exc:  # the user's streams on other nodes, or opened meanwhile
+        await socket.send_data(error_event(exc.code, exc.detail))
         return CLOSE_TOO_MANY_STREAMS
     except StreamUnavailable as exc:
         log.warning("stream closed: %s", exc)

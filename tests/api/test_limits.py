@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
+from websockets.asyncio.client import ClientConnection
 
 from testinfra.postgres import PostgresServer
 from testinfra.redis import RedisServer
@@ -263,6 +264,7 @@ def two_nodes(
         "CHAT_REDIS_URL": redis_url,
         "CHAT_SEND_BURST": "10",
         "CHAT_SEND_RATE": "0.1",
+        "CHAT_MAX_STREAMS_PER_USER": "3",
     }
     try:
         with running_server(tmp_path, env) as one, running_server(tmp_path, env) as two:
@@ -283,3 +285,47 @@ async def test_with_redis_the_limits_are_shared_by_every_node(
                 statuses.append((await send(client, alice, bob.id)).status_code)
     assert statuses[:10] == [201] * 10
     assert statuses[10:] == [429, 429]
+
+
+async def test_with_redis_the_stream_cap_counts_every_nodes_streams(
+    two_nodes: tuple[ServerProcess, ServerProcess],
+) -> None:
+    one, two = two_nodes
+    alice, bob = await new_user(one.base_url), await new_user(two.base_url)
+    async with AsyncExitStack() as stack:
+        streams = [  # three of three: two on one node, one on the other
+            await stack.enter_async_context(
+                websockets.connect(ws_url(node), additional_headers=alice.auth)
+            )
+            for node in (one, two, one)
+        ]
+        # Each is really open (counted before it subscribes): each gets alice's events.
+        async with client_from(one.base_url) as client:
+            assert (await send(client, bob, alice.id)).status_code == 201
+        for ws in streams:
+            assert (await next_message_event(ws))["type"] == "message"
+        # Node two holds one of alice's streams: alone it would admit two more.
+        code, frames = await extra_stream(two, alice)
+        assert code == CLOSE_TOO_MANY_STREAMS, (code, frames)
+        assert any('"too-many-streams"' in frame for frame in frames)
+    # Closed streams leave the count once their close reaches the servers: a new stream
+    # then opens and gets alice's events (a few tries: bob's sends are limited to 10).
+    for _ in range(9):
+        async with websockets.connect(ws_url(two), additional_headers=alice.auth) as ws:
+            async with client_from(two.base_url) as client:
+                assert (await send(client, bob, alice.id)).status_code == 201
+            code = await close_code_before_a_message(ws)
+        if code is None:
+            return
+        assert code == CLOSE_TOO_MANY_STREAMS
+        await asyncio.sleep(0.5)
+    pytest.fail("no stream was admitted after alice's three closed")
+
+
+async def close_code_before_a_message(ws: ClientConnection) -> int | None:
+    """None when a message event arrives; the close code if the server closes first."""
+    try:
+        await next_message_event(ws)
+    except websockets.ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else -1
+    return None
