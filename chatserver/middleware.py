@@ -58,12 +58,7 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = [*message.get("headers", ()), header, *SAFE_HEADERS]
-                if (decision := state.get("ratelimit")) is not None:
-                    headers += decision.headers()
-                if not any(name.lower() == b"cache-control" for name, _ in headers):
-                    headers.append(NO_STORE)
-                message["headers"] = headers
+                message["headers"] = _with_our_headers(message.get("headers", ()), header, state)
             await send(message)
 
         try:
@@ -82,6 +77,20 @@ SAFE_HEADERS = (
     (b"referrer-policy", b"no-referrer"),
 )
 NO_STORE = (b"cache-control", b"no-store")
+SAFE_NO_STORE = (*SAFE_HEADERS, NO_STORE)
+
+
+def _with_our_headers(
+    headers: Sequence[tuple[bytes, bytes]], request_id: tuple[bytes, bytes], state: Scope
+) -> list[tuple[bytes, bytes]]:
+    """A response's headers with the request id, the safe headers (``no-store`` unless the
+    route set its own caching), and the route's rate-limit fields."""
+    cached = any(name.lower() == b"cache-control" for name, _ in headers)
+    out = [*headers, request_id, *(SAFE_HEADERS if cached else SAFE_NO_STORE)]
+    if (decision := state.get("ratelimit")) is not None:
+        out += decision.headers()
+    return out
+
 
 # Ids are a random per-process prefix and a counter: unique across processes and restarts,
 # and far cheaper per request than fresh random bytes.

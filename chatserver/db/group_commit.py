@@ -17,7 +17,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from chatserver.db.errors import sqlite_commit_failed
-from chatserver.db.interface import Conn
+from chatserver.db.interface import Conn, WriteHealth
+from chatserver.errors import Unavailable
 from chatserver.metrics import COMMIT_BATCH, COMMIT_SECONDS
 
 # Asked when a COMMIT starts; returns a job to run on the commit thread right after it,
@@ -102,6 +103,9 @@ class GroupCommit:
         self._commit_started = 0.0
         self.commits = 0
         """How many COMMITs have been started, each for one batch of transactions."""
+        self.health = WriteHealth()
+        """Whether writes are failing: set by a failed COMMIT or statement, cleared by a
+        COMMIT that succeeds (once per batch, not per writer)."""
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
@@ -115,9 +119,11 @@ class GroupCommit:
                 self._conn.execute("SAVEPOINT tx")
                 try:
                     yield self._writer
-                except BaseException:
+                except BaseException as exc:
                     self._conn.execute("ROLLBACK TO tx")
                     self._conn.execute("RELEASE tx")
+                    if isinstance(exc, Unavailable):  # a full disk, an I/O error
+                        self.health.failed()
                     raise
                 self._conn.execute("RELEASE tx")
                 committed = asyncio.get_running_loop().create_future()
@@ -152,10 +158,12 @@ class GroupCommit:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
             failure = sqlite_commit_failed(exc)
+            self.health.failed()
             for future in batch:
                 if not future.done():  # its writer may have been cancelled meanwhile
                     future.set_exception(failure)
         else:
+            self.health.succeeded()
             for future in batch:
                 if not future.done():
                     future.set_result(None)

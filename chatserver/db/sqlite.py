@@ -10,16 +10,14 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from functools import lru_cache
 from typing import Any
 
 from chatserver.db.checkpoint import CHECKPOINT_INTERVAL_SECONDS, RESTART_WAL_FRAMES, Checkpointer
 from chatserver.db.errors import translate_sqlite_error
 from chatserver.db.group_commit import BeforeCommit, GroupCommit
-from chatserver.db.interface import Conn, Row, WriteHealth
-from chatserver.errors import Unavailable
+from chatserver.db.interface import Conn, Row
 
 
 @lru_cache(maxsize=512)
@@ -149,7 +147,6 @@ class SqliteDatabase:
         read_conn = sqlite_connect(path)
         self._reader = SqliteConn(read_conn)
         self._read_context = ReaderContext(self._reader, read_conn)
-        self._write_health = WriteHealth()
         self._checkpointer = Checkpointer(
             sqlite_connect(path), checkpoint_interval, restart_wal_frames
         )
@@ -175,18 +172,13 @@ class SqliteDatabase:
         return self._read_context
 
     def writes_failing(self) -> bool:
-        return self._write_health.failing()
+        return self._writes.health.failing()
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Conn]:
-        """A write transaction, group-committed; returns once it is on disk (or raises)."""
-        try:
-            async with self._writes.transaction() as conn:
-                yield conn
-        except Unavailable:
-            self._write_health.failed()
-            raise
-        self._write_health.succeeded()
+    def transaction(self) -> AbstractAsyncContextManager[Conn]:
+        """A write transaction, group-committed; returns once it is on disk (or raises).
+
+        The group commit's own context manager, not a wrapper: every send enters it."""
+        return self._writes.transaction()
 
     @property
     def commits(self) -> int:
