@@ -347,7 +347,7 @@ async def _catch_up_search_index(s: Services) -> None:
         behind = await store.search_index_behind(conn)
     if behind:
         async with s.db.transaction():
-            pass  # the COMMIT indexes them (store.index_new_messages)
+            pass  # the COMMIT indexes them (store.SearchIndexer)
 
 
 async def _count_and_ids(

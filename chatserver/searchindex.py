@@ -3,10 +3,11 @@
 FTS5 removes an entry from what a search finds at once, but (before SQLite 3.44's
 ``secure-delete``) its words stay in the index's older segments until those are merged.
 After an edit or a deletion on this node, ``SearchPurge`` merges the index into one
-segment within ``delay`` seconds, in small steps of one short transaction each, so sends
-keep committing meanwhile. The merge rewrites the index once per round, whatever the
-number of changes in it; ``delay`` bounds how often that happens. PostgreSQL needs none of
-this: the old row versions are not visible to any query and VACUUM reclaims them.
+segment within ``delay`` seconds (``store.merge_search_index``), on the group commit's
+thread in the transaction of its next COMMIT: the event loop keeps serving meanwhile, and
+writes wait for the merge. It rewrites the index once per round, whatever the number of
+changes in it; ``delay`` bounds how often that happens. PostgreSQL needs none of this: the
+old row versions are not visible to any query and VACUUM reclaims them.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ import contextlib
 import logging
 
 from chatserver import store
-from chatserver.db import Database
+from chatserver.db import Database, SqliteDatabase
 
 log = logging.getLogger("chatserver")
-MERGE_PAGES = 200  # work per transaction: a few milliseconds
 
 
 class SearchPurge:
@@ -54,8 +54,6 @@ class SearchPurge:
                 log.exception("merging the search index failed")
 
     async def merge(self) -> None:
-        """Merge the index into one segment, a step per transaction."""
-        while True:
-            async with self._db.transaction() as conn:
-                if not await store.merge_search_index(conn, MERGE_PAGES):
-                    return
+        """Merge the index into one segment at the next COMMIT."""
+        if isinstance(self._db, SqliteDatabase):
+            await self._db.at_next_commit(store.merge_search_index)

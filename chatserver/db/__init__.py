@@ -35,9 +35,9 @@ async def open_database(url: str) -> Database:
     if database_scheme(url) == "sqlite":
         # Imported here: the store imports this package. Every SQLite database the server
         # and its tools open keeps its search index at each COMMIT (store/search.py).
-        from chatserver.store.search import index_new_messages
+        from chatserver.store.search import SearchIndexer
 
-        return SqliteDatabase(sqlite_path(url), before_commit=index_new_messages)
+        return SqliteDatabase(sqlite_path(url), before_commit=SearchIndexer())
     from chatserver.db.postgres import PostgresDatabase  # asyncpg takes a while to import
 
     return await PostgresDatabase.connect(asyncpg_dsn(url))

@@ -98,6 +98,7 @@ class GroupCommit:
         self._writers = 0  # transactions entered and not yet out of the lock
         self._open = False  # BEGIN issued, COMMIT not yet
         self._batch: list[asyncio.Future[None]] = []  # writers waiting for the next COMMIT
+        self._jobs: list[BeforeCommit] = []  # for the next COMMIT, after ``before_commit``
         # The COMMIT in flight on the commit thread and the writers it answers, until answered.
         self._committing: tuple[Future[Any], list[asyncio.Future[None]]] | None = None
         self._commit_started = 0.0
@@ -132,6 +133,14 @@ class GroupCommit:
             self._writers -= 1
             self._after_writer()
         await committed
+
+    async def at_next_commit(self, job: BeforeCommit) -> None:
+        """Run ``job`` on the commit thread in the next batch's transaction, just before its
+        COMMIT (after ``before_commit``); return once that COMMIT is done, or raise as its
+        writers do. An empty transaction carries it when no writer comes."""
+        self._jobs.append(job)
+        async with self.transaction():
+            pass
 
     def answer_finished_commit(self) -> None:
         """Answer the writers of a COMMIT that has finished, if nobody has yet.
@@ -192,9 +201,10 @@ class GroupCommit:
             return
         self._lock.take_free()  # no writer is in or waiting for it, and no COMMIT runs
         batch, self._batch = self._batch, []
+        jobs, self._jobs = self._jobs, []
         loop = asyncio.get_running_loop()
         self._commit_started = time.perf_counter()
-        done = self._committer.submit(self._commit)
+        done = self._committer.submit(self._commit, jobs)
         self.commits += 1
         COMMIT_BATCH.observe(len(batch))
         self._committing = (done, batch)
@@ -204,10 +214,13 @@ class GroupCommit:
             last = self._committer.submit(self._unless_commit_failed, job)
         last.add_done_callback(lambda _: loop.call_soon_threadsafe(self._end_batch))
 
-    def _commit(self) -> None:
-        """On the commit thread: the work due before every COMMIT, then the COMMIT."""
+    def _commit(self, jobs: list[BeforeCommit]) -> None:
+        """On the commit thread: the work due before every COMMIT and this one's jobs, then
+        the COMMIT."""
         if self._before_commit is not None:
             self._before_commit(self._conn)
+        for job in jobs:
+            job(self._conn)
         self._conn.execute("COMMIT")
 
     def _unless_commit_failed(self, job: Callable[[], None]) -> None:

@@ -180,6 +180,11 @@ class SqliteDatabase:
         The group commit's own context manager, not a wrapper: every send enters it."""
         return self._writes.transaction()
 
+    async def at_next_commit(self, job: BeforeCommit) -> None:
+        """Run ``job`` on the commit thread in the next group COMMIT's transaction (work
+        too long for the event loop's thread: it holds the writers, not the readers)."""
+        await self._writes.at_next_commit(job)
+
     @property
     def commits(self) -> int:
         """How many group COMMITs this database has started."""

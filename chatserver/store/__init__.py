@@ -81,6 +81,7 @@ from chatserver.store.messages import (
     note_fetch,
 )
 from chatserver.store.search import (
+    SearchIndexer,
     SearchQuery,
     index_new_messages,
     merge_search_index,
@@ -137,6 +138,7 @@ __all__ = [
     "MessageRow",
     "NewEvent",
     "Positions",
+    "SearchIndexer",
     "SearchQuery",
     "StoredResponse",
     "TokenRow",

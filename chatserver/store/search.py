@@ -64,39 +64,24 @@ _PG_MATCH = "FROM messages WHERE search @@ to_tsquery('simple', $1)"
 async def search_page(
     conn: Conn, dialect: str, q: SearchQuery, offset: int, limit: int
 ) -> tuple[int, list[int]]:
-    """How many messages match, and a page of their ids, newest first (one statement when
-    the page holds anything)."""
+    """How many messages match, and a page of their ids, newest first.
+
+    A page that is not full ends the matches, so its place is their count: a search that
+    finds a few messages (the usual one) runs the index query once. Only a full page, or
+    one past the end, asks for the count as well."""
     if dialect == "sqlite":
         # The index's rowid is minus the message id (see migration 0005).
         match, key, order, query = _SQLITE_MATCH, "-rowid", "rowid", fts5_expression(q)
     else:
         match, key, order, query = _PG_MATCH, "id", "id DESC", tsquery_text(q)
     rows = await conn.fetch_all(
-        f"SELECT (SELECT count(*) {match}), {key} {match} ORDER BY {order} LIMIT $2 OFFSET $3",
-        query,
-        limit,
-        offset,
+        f"SELECT {key} {match} ORDER BY {order} LIMIT $2 OFFSET $3", query, limit, offset
     )
-    if rows:
-        return int(rows[0][0]), [int(row[1]) for row in rows]
-    if not offset:
-        return 0, []
-    return int(await conn.fetch_val(f"SELECT count(*) {match}", query)), []
-
-
-# FTS5 keeps the list of its segments in the row with id 10 of its data table.
-_STRUCTURE = "SELECT block FROM message_search_data WHERE id = 10"
-
-
-async def merge_search_index(conn: Conn, pages: int) -> bool:
-    """SQLite: one step (about ``pages`` pages of work) of merging the FTS5 index into one
-    segment. FTS5 (before SQLite 3.44's secure-delete) keeps the words of a removed entry
-    in its older segments until they are merged. Whether the step changed anything."""
-    before = await conn.fetch_val(_STRUCTURE)
-    await conn.execute(
-        "INSERT INTO message_search (message_search, rank) VALUES ('merge', $1)", -pages
-    )
-    return bool(await conn.fetch_val(_STRUCTURE) != before)
+    ids = [int(row[0]) for row in rows]
+    ends_here = 0 < len(ids) < limit or (not ids and not offset)
+    if ends_here:
+        return offset + len(ids), ids
+    return int(await conn.fetch_val(f"SELECT count(*) {match}", query)), ids
 
 
 # ---------------------------------------------------------------- SQLite: new messages
@@ -109,17 +94,58 @@ _INDEX_RANGE = (
 )
 
 
-def index_new_messages(conn: sqlite3.Connection) -> None:
-    """SQLite: index the messages above ``search_indexed.up_to``, in the open transaction.
+def index_new_messages(conn: sqlite3.Connection) -> tuple[int, int]:
+    """SQLite: index the messages above ``search_indexed.up_to``, in the open transaction;
+    how many were indexed before, and how many now (the ids are the count, near enough).
 
-    The group commit runs this on its own thread just before each COMMIT, so a committed
-    message is always searchable while no send pays for the index on the event loop (FTS5
-    writes its pending words out at every SAVEPOINT, and each send is one). Synchronous, on
-    the raw connection: it runs where the COMMIT runs, with every writer held."""
+    Synchronous, on the raw connection: ``SearchIndexer`` runs it on the commit thread, where
+    the COMMIT runs, with every writer held."""
     up_to, latest = conn.execute(_INDEXED).fetchone()
-    if latest is not None and latest > up_to:
-        conn.execute(_INDEX_RANGE, (up_to, latest))
-        conn.execute("UPDATE search_indexed SET up_to = ?", (latest,))
+    if latest is None or latest <= up_to:
+        return up_to, up_to
+    conn.execute(_INDEX_RANGE, (up_to, latest))
+    conn.execute("UPDATE search_indexed SET up_to = ?", (latest,))
+    return up_to, latest
+
+
+def merge_search_index(conn: sqlite3.Connection) -> None:
+    """SQLite: merge the FTS5 index into one segment ('optimize'), in the open transaction.
+
+    A search reads each segment's list of a word's messages, so a long history split over
+    many segments costs a search several times what one segment does. The merge also drops
+    the words of edited and deleted messages, which FTS5 (before SQLite 3.44's
+    ``secure-delete``) keeps in older segments. Never the incremental ``'merge', -N``: on
+    SQLite 3.40 its steps, interleaved with inserts, corrupt the index."""
+    conn.execute("INSERT INTO message_search (message_search) VALUES ('optimize')")
+
+
+class SearchIndexer:
+    """SQLite: the work due before each group COMMIT (``GroupCommit``'s ``before_commit``).
+
+    Indexes the batch's new messages in its transaction, so a committed message is always
+    searchable while no send pays for the index on the event loop (FTS5 writes its pending
+    words out at every SAVEPOINT, and each send is one). Once the index has grown by a
+    quarter (and at least ``min_growth`` messages) since its last merge, it merges it into
+    one segment: each message is rewritten a few times in all, whatever the history's
+    length, and a search reads one long segment and a few short ones."""
+
+    GROWTH = 0.25
+    MIN_GROWTH = 20_000
+
+    def __init__(self, min_growth: int = MIN_GROWTH) -> None:
+        self._min_growth = min_growth
+        self._merged: int | None = None  # messages indexed at the last merge (or start)
+        self._since = 0  # messages indexed since then
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        before, now = index_new_messages(conn)
+        if self._merged is None:
+            self._merged = before
+        self._since += now - before
+        if self._since >= max(self._min_growth, self.GROWTH * self._merged):
+            merge_search_index(conn)
+            self._merged += self._since
+            self._since = 0
 
 
 async def search_index_behind(conn: Conn) -> bool:
