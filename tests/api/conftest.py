@@ -8,11 +8,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 
+from chatserver import passwords
 from chatserver.config import Settings
 from testinfra.postgres import PostgresServer
 from tests.helpers import NO_LIMITS, TEST_LIMITS
 from tests.realtime_helpers import LiveServer, serve_in_thread
+
+
+@pytest.fixture
+def cheap_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sign-ups with argon2's lightest parameters (the server runs in this process), for the
+    modules whose subject is not passwords: the default cost dominates their time on a busy
+    machine. A module asks for it with ``pytestmark``."""
+    monkeypatch.setattr(passwords, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024))
 
 
 def limits(request: pytest.FixtureRequest) -> dict[str, Any]:

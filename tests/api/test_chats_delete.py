@@ -10,9 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from argon2 import PasswordHasher
 
-from chatserver import passwords
 from tests.api.conftest import Node
 from tests.api.lifecycle_helpers import (
     api_for,
@@ -30,11 +28,7 @@ from tests.api.lifecycle_helpers import (
 from tests.helpers import assert_problem, assert_utc_timestamp, ids
 from tests.realtime_helpers import next_event, open_sse, open_stream, wait_until
 
-
-@pytest.fixture(autouse=True)
-def cheap_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
-    """argon2's lightest parameters (the server runs in this process): not under test."""
-    monkeypatch.setattr(passwords, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024))
+pytestmark = pytest.mark.usefixtures("cheap_passwords")
 
 
 async def test_a_deleted_message_is_a_tombstone_in_its_place_for_both(node: Node) -> None:

@@ -4,9 +4,7 @@ through the public API of a real server (one per module and database)."""
 from __future__ import annotations
 
 import pytest
-from argon2 import PasswordHasher
 
-from chatserver import passwords
 from tests.api.conftest import Node
 from tests.api.lifecycle_helpers import (
     api_for,
@@ -22,11 +20,7 @@ from tests.api.lifecycle_helpers import (
 )
 from tests.helpers import assert_problem, assert_utc_timestamp
 
-
-@pytest.fixture(autouse=True)
-def cheap_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
-    """argon2's lightest parameters (the server runs in this process): not under test."""
-    monkeypatch.setattr(passwords, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024))
+pytestmark = pytest.mark.usefixtures("cheap_passwords")
 
 
 # ---------------------------------------------------------------- edit

@@ -6,18 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 
-from chatserver import passwords
 from tests.api.conftest import Node
 from tests.api.lifecycle_helpers import api_for, deleted, edited, people, search
 from tests.helpers import Api, User, assert_problem, ids
 
-
-@pytest.fixture(autouse=True)
-def cheap_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
-    """argon2's lightest parameters (the server runs in this process): not under test."""
-    monkeypatch.setattr(passwords, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024))
+pytestmark = pytest.mark.usefixtures("cheap_passwords")
 
 
 async def found(api: Api, user: User, q: str, **params: Any) -> list[int]:

@@ -11,9 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from argon2 import PasswordHasher
 
-from chatserver import passwords
 from chatserver.config import Settings
 from tests.helpers import Api, User, assert_problem, query_database
 
@@ -28,11 +26,7 @@ CONVERSATION_FIELDS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def cheap_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Sign-ups with argon2's lightest parameters: passwords are not under test here, and
-    the default cost dominates these tests' time on a busy machine."""
-    monkeypatch.setattr(passwords, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024))
+pytestmark = pytest.mark.usefixtures("cheap_passwords")
 
 
 # ---------------------------------------------------------------- helpers

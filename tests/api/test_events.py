@@ -19,10 +19,9 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from argon2 import PasswordHasher
 from websockets.asyncio.client import ClientConnection
 
-from chatserver import passwords, store
+from chatserver import store
 from chatserver.config import Settings
 from tests.helpers import Api, User, assert_problem, assert_utc_timestamp
 from tests.realtime_helpers import (
@@ -43,14 +42,7 @@ CLOSE_INVALID = 1008
 
 # Several tests send hundreds of messages (resume, replay pages, concurrent senders):
 # this module's servers run with the rate limits off (tests/api/test_limits.py tests them).
-pytestmark = pytest.mark.bulk
-
-
-@pytest.fixture(autouse=True)
-def cheap_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
-    """argon2's lightest parameters for sign-ups (the server runs in this process):
-    passwords are not under test here, and the default cost dominates on a busy machine."""
-    monkeypatch.setattr(passwords, "HASHER", PasswordHasher(time_cost=1, memory_cost=1024))
+pytestmark = [pytest.mark.bulk, pytest.mark.usefixtures("cheap_passwords")]
 
 
 @contextlib.asynccontextmanager
