@@ -110,6 +110,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._address: str | None = None  # set while admitted
         self._head_bytes = 0
         self._in_head = True
+        # When the head being received began (None between requests), and the one timer
+        # that enforces its deadline: re-armed when it fires, not per request, so a busy
+        # keep-alive connection creates and cancels no timer per request.
+        self._head_started: float | None = None
         self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -119,7 +123,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             transport.abort()  # no answer: an answer would cost what the cap saves
             return
         self._address = address
-        self._start_head_timer()
+        self._begin_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._release()
@@ -155,13 +159,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_head = True
         self._head_bytes = 0
-        if self._head_timer is None:
-            self._start_head_timer()
+        if self._head_started is None:  # else the connection's first head, timed from accept
+            self._begin_head()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._head_bytes = 0
-        self._cancel_head_timer()
+        self._head_started = None
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -186,19 +190,31 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
         websocket.connection_lost = release_then_lose  # type: ignore[method-assign]
 
-    def _start_head_timer(self) -> None:
-        self._head_timer = self.loop.call_later(self._guard.head_timeout, self._head_timed_out)
+    def _begin_head(self) -> None:
+        """A head begins (the connection's first, at accept): its deadline starts now."""
+        self._head_started = self.loop.time()
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self._guard.head_timeout, self._check_head)
 
     def _cancel_head_timer(self) -> None:
+        self._head_started = None
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
-    def _head_timed_out(self) -> None:
-        """No whole head in time: close (with nothing to answer, a client that trickles
-        its head or sends nothing at all holds a descriptor until here)."""
+    def _check_head(self) -> None:
+        """The timer: a head past its deadline closes the connection (with nothing to
+        answer, a client that trickles its head or sends nothing at all holds a descriptor
+        until here); a later head is checked again at its own deadline; between requests
+        the timer stops until the next head begins."""
         self._head_timer = None
-        if self._in_head and not self.transport.is_closing():
+        started = self._head_started
+        if started is None or self.transport.is_closing():
+            return
+        left = started + self._guard.head_timeout - self.loop.time()
+        if left > 0:
+            self._head_timer = self.loop.call_later(left, self._check_head)
+        else:
             self.transport.close()
 
     def _refuse_large_head(self) -> None:

@@ -155,6 +155,36 @@ async def test_slowloris_heads_are_cut_off_at_the_head_timeout(tmp_path: Path) -
         await while_probing(server, attack)
 
 
+async def test_each_head_on_a_kept_alive_connection_has_its_own_deadline(tmp_path: Path) -> None:
+    with serve(tmp_path, CHAT_HEADER_TIMEOUT_SECONDS="2") as server:
+        async with connections(server, 1) as [(reader, writer)]:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+            assert head.startswith(b"HTTP/1.1 200")
+            await reader.readexactly(int(_header(head, b"content-length")))
+            # The second head trickles in: its deadline runs from its own first byte, not
+            # from the connection's accept, and it is enforced.
+            started = time.monotonic()
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            while not reader.at_eof() and time.monotonic() - started < WAIT:
+                with contextlib.suppress(ConnectionError, OSError):
+                    writer.write(b"a")
+                    await writer.drain()
+                with contextlib.suppress(TimeoutError, ConnectionError, OSError):
+                    await asyncio.wait_for(reader.read(1), 0.1)
+            took = time.monotonic() - started
+        assert reader.at_eof()
+        assert 1.5 < took < 15, took  # closed near its 2 s, not held
+
+
+def _header(head: bytes, name: bytes) -> bytes:
+    for line in head.split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == name:
+            return value.strip()
+    raise AssertionError(f"no {name!r} in {head!r}")
+
+
 async def test_a_silent_connection_is_closed_at_the_head_timeout(tmp_path: Path) -> None:
     with serve(tmp_path, CHAT_HEADER_TIMEOUT_SECONDS="1") as server:
         async with connections(server, 5) as conns:
