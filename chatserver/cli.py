@@ -247,6 +247,8 @@ def server_command(settings: Settings) -> list[str]:
         *common,
         # Query strings carry what must not be logged; errors are logged by the app.
         "--no-access-log",
+        # No "server: uvicorn" on every response: it tells a prober what to aim at.
+        "--no-server-header",
         "--http",
         GUARDED_PROTOCOL,
         "--timeout-keep-alive",

@@ -125,6 +125,8 @@ async def test_errors_are_problems_with_request_ids_over_real_http(http: httpx.A
     ]:
         assert_problem(r, status)
         assert r.headers.get("X-Request-ID"), (status, r.headers)
+        assert "server" not in r.headers, r.headers  # the server does not name itself
+        assert r.headers.get("date"), r.headers  # HTTP's Date, as an origin server with a clock
 
 
 async def test_a_ten_megabyte_body_is_refused_without_a_5xx(
