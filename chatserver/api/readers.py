@@ -55,8 +55,8 @@ class _FieldsReader:
         to say "none", and OpenAPI documents them without a null."""
         return {
             name: ["omit the parameter instead of giving null"]
-            for name in values
-            if getattr(converted, self.fields[name].name) is None
+            for name, value in values.items()
+            if _null_text(value) and getattr(converted, self.fields[name].name) is None
         }
 
     def parameters(self) -> list[Parameter]:
@@ -73,6 +73,11 @@ class _FieldsReader:
             )
             for name, prop in definition["properties"].items()
         ]
+
+
+def _null_text(value: Any) -> bool:
+    """Whether msgspec reads this value as null: the text "null", in any case."""
+    return isinstance(value, str) and len(value) == 4 and value.lower() == "null"
 
 
 class QueryReader(_FieldsReader):

@@ -18,8 +18,10 @@ from litestar.testing import AsyncTestClient, TestClient
 
 from chatserver.api import route
 from chatserver.api.deps import Caller
+from chatserver.api.readers import QueryReader
 from chatserver.app import create_app
 from chatserver.config import Settings
+from chatserver.errors import InvalidInput
 from chatserver.migrations import upgrade
 from chatserver.problems import EXCEPTION_HANDLERS
 from tests.helpers import Api, assert_problem
@@ -138,6 +140,21 @@ def test_unknown_query_parameters_are_ignored(small: TestClient[Litestar]) -> No
     r = small.get("/items", params={"page": "2", "nonsense": "1", "Page": "x"})
     assert r.status_code == 200, r.text
     assert r.json()["page"] == 2
+
+
+class Since(msgspec.Struct, frozen=True):
+    since: int | None = None
+    word: str | None = None
+
+
+@pytest.mark.parametrize("null", ["null", "NULL", "Null"])
+def test_a_null_query_parameter_is_refused_and_a_null_word_is_a_word(null: str) -> None:
+    reader = QueryReader(Since)
+    with pytest.raises(InvalidInput) as refused:
+        reader.read_scope({"query_string": f"since={null}".encode()})
+    assert refused.value.errors == {"since": ["omit the parameter instead of giving null"]}
+    assert reader.read_scope({"query_string": f"word={null}".encode()}) == Since(word=null)
+    assert reader.read_scope({"query_string": b"since=7"}) == Since(since=7)
 
 
 def test_a_query_parameter_given_twice_is_400(small: TestClient[Litestar]) -> None:
