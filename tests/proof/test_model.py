@@ -66,14 +66,20 @@ class Model:
         return [u for u in self.users if u.alive and u.tokens]
 
     def inbox(self, user: int, peer: int | None = None, unread: bool = False) -> list[Message]:
+        """What ``GET /chats/`` lists: the messages sent to the user, or with ``peer`` their
+        conversation in both directions; ``unread``: only those sent to the user and not yet
+        fetched by them."""
+
+        def listed(m: Message) -> bool:
+            if peer is None:
+                return m.recipient == user
+            return {m.sender, m.recipient} == {user, peer}
+
+        def unfetched(m: Message) -> bool:
+            return m.recipient == user and not m.fetched
+
         return sorted(
-            (
-                m
-                for m in self.messages.values()
-                if m.recipient == user
-                and (peer is None or m.sender == peer)
-                and not (unread and m.fetched)
-            ),
+            (m for m in self.messages.values() if listed(m) and (not unread or unfetched(m))),
             key=lambda m: -m.id,
         )
 
@@ -190,7 +196,7 @@ class ChatMachine(RuleBasedStateMachine):
         want = expected[(page - 1) * page_size : page * page_size]
         assert [m["id"] for m in got["messages"]] == [m.id for m in want]
         assert got["meta"]["count"] == len(expected)
-        self.saw(got["messages"])
+        self.saw(user, got["messages"])
 
     @precondition(lambda self: self.model.live())
     @rule(data=st.data(), after=st.booleans())
@@ -205,7 +211,7 @@ class ChatMachine(RuleBasedStateMachine):
             want = [m.id for m in inbox if cursor == 0 or m.id < cursor][:100]
             got = self.read(user, {"before_id": cursor or 2**62, "page_size": 100})
         assert [m["id"] for m in got["messages"]] == want
-        self.saw(got["messages"])
+        self.saw(user, got["messages"])
 
     def read(self, user: Member, params: dict[str, Any]) -> dict[str, Any]:
         r = self.client.get("/api/v1/chats/", params=params, headers=bearer(user.tokens[0]))
@@ -220,9 +226,11 @@ class ChatMachine(RuleBasedStateMachine):
             )
         return body
 
-    def saw(self, messages: list[dict[str, Any]]) -> None:
+    def saw(self, reader: Member, messages: list[dict[str, Any]]) -> None:
+        """A read marks what it listed as fetched, of the messages sent to the reader."""
         for m in messages:
-            self.model.messages[m["id"]].fetched = True
+            if m["received_by"] == reader.id:
+                self.model.messages[m["id"]].fetched = True
 
     @precondition(lambda self: self.model.live())
     @rule(data=st.data())
