@@ -10,13 +10,13 @@ crash can lose the last period's times, never anything a client was told was sto
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from chatserver.db import Conn, Database, now_us
+from chatserver.tasks import cancel_and_wait
 
 log = logging.getLogger("chatserver")
 
@@ -95,10 +95,7 @@ class BatchedTimes(Generic[K]):
 
     async def stop(self) -> None:
         """Stop the background writer and write what is still queued."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self.flush()
 
     async def _run(self) -> None:

@@ -37,6 +37,7 @@ from chatserver.events import (
 )
 from chatserver.lastseen import LastSeen
 from chatserver.presence import Presence
+from chatserver.tasks import cancel_and_wait
 from chatserver.views import MessageCache
 
 log = logging.getLogger("chatserver")
@@ -113,11 +114,7 @@ class Hub:
         self._stopping = True  # streams closing from now on are not checked for offline
         for timer in self._offline_checks.values():
             timer.cancel()  # another node (or the expiry sweep) announces these
-        for task in [*self._tasks, *self._announcing]:
-            task.cancel()
-        for task in [*self._tasks, *self._announcing]:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks, *self._announcing)
         for handles in list(self._streams.values()):
             for handle in handles:
                 handle.close(1001)  # going away: the client resumes elsewhere

@@ -13,11 +13,11 @@ old row versions are not visible to any query and VACUUM reclaims them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from chatserver import store
 from chatserver.db import Database, SqliteDatabase
+from chatserver.tasks import cancel_and_wait
 
 log = logging.getLogger("chatserver")
 
@@ -38,10 +38,7 @@ class SearchPurge:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

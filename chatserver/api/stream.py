@@ -40,6 +40,7 @@ from chatserver.streams import (
     start_position,
     subscription,
 )
+from chatserver.tasks import cancel_and_wait
 from chatserver.typing_relay import relay_typing
 
 log = logging.getLogger("chatserver")
@@ -284,10 +285,7 @@ class Sender:
 
     async def stop(self) -> None:
         self._stopped = True
-        if (task := self._task) is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._task)
 
 
 async def _read_frames(socket: WebSocket[Any, Any, Any], user_id: int) -> int | None:

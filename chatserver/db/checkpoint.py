@@ -20,6 +20,8 @@ import logging
 import sqlite3
 from collections.abc import Callable
 
+from chatserver.tasks import cancel_and_wait
+
 log = logging.getLogger("chatserver")
 
 # How often the WAL is copied back into the database file.
@@ -74,10 +76,7 @@ class Checkpointer:
 
     async def stop(self) -> None:
         """Stop checkpointing; a checkpoint already on its thread finishes first."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if self._running is not None:
             with contextlib.suppress(sqlite3.Error):
                 await self._running
