@@ -83,7 +83,6 @@ from chatserver.store.messages import (
 from chatserver.store.search import (
     SearchIndexer,
     SearchQuery,
-    index_new_messages,
     merge_search_index,
     search_index_behind,
     search_page,
@@ -177,7 +176,6 @@ __all__ = [
     "get_user",
     "get_users",
     "inbox_page",
-    "index_new_messages",
     "insert_block",
     "insert_events",
     "insert_idempotent_response",
