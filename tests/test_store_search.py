@@ -12,6 +12,7 @@ from chatserver import store
 from chatserver.config import sqlite_path
 from chatserver.db import SqliteDatabase
 from chatserver.migrations import upgrade
+from chatserver.store.search import index_new_messages
 from tests.test_store import add_user, send
 
 MIN_GROWTH = 8
@@ -55,6 +56,21 @@ async def test_the_index_is_merged_into_one_segment_each_time_it_grows_enough(
     assert await segments(db) == 2  # a quarter of 8 is less than the minimum: no merge yet
     assert await found(db, alice.id, "note") == sent[::-1]  # every message, newest first
     assert await found(db, bob.id, "8") == [sent[-1]]
+
+
+async def test_the_messages_indexed_at_one_commit_make_one_segment(sqlite_url: str) -> None:
+    """FTS5 writes its pending words out whenever a rowid is lower than the one before: in
+    the wrong order, each message of a batch would make a segment of its own."""
+    await asyncio.to_thread(upgrade, sqlite_url)
+    unindexed = SqliteDatabase(sqlite_path(sqlite_url))  # sends that the index does not see
+    try:
+        alice, bob = await add_user(unindexed, "alice"), await add_user(unindexed, "bob")
+        sent = [(await send(unindexed, alice.id, bob.id, f"batch {i}")).id for i in range(6)]
+        await unindexed.at_next_commit(index_new_messages)
+        assert await segments(unindexed) == 1
+        assert await found(unindexed, bob.id, "batch") == sent[::-1]
+    finally:
+        await unindexed.close()
 
 
 async def test_a_merge_asked_for_runs_in_the_next_commit(db: SqliteDatabase) -> None:

@@ -87,10 +87,13 @@ async def search_page(
 # ---------------------------------------------------------------- SQLite: new messages
 
 _INDEXED = "SELECT up_to, (SELECT max(id) FROM messages) FROM search_indexed"
+# Newest first, so that the rowids (minus the ids) ascend: FTS5 writes its pending words
+# out as a new segment whenever a rowid is lower than the one before, which in id order
+# would be at every message (three times the CPU of a batch written out once).
 _INDEX_RANGE = (
     "INSERT INTO message_search (rowid, people, body) SELECT -id, 'u' || sender_id || ' u' ||"
     " recipient_id || ' c' || peer_lo || 'x' || peer_hi, body FROM messages"
-    " WHERE id > ? AND id <= ? AND deleted_at IS NULL"
+    " WHERE id > ? AND id <= ? AND deleted_at IS NULL ORDER BY id DESC"
 )
 
 
