@@ -246,19 +246,12 @@ def _zero_error_target(ctx: Context, row: Row) -> Row:
 
 def argon2_cost() -> str:
     """The server's argon2 parameters, read from its password hasher (reported only)."""
-    try:
-        import argon2
+    from chatserver.passwords import HASHER
 
-        from chatserver import auth
-    except ImportError:
-        return "unknown"
-    for value in vars(auth).values():
-        if isinstance(value, argon2.PasswordHasher):
-            return (
-                f"argon2 type {value.type.name.lower()}, time_cost {value.time_cost}, "
-                f"memory_cost {value.memory_cost} KiB, parallelism {value.parallelism}"
-            )
-    return "unknown"
+    return (
+        f"argon2 type {HASHER.type.name.lower()}, time_cost {HASHER.time_cost}, "
+        f"memory_cost {HASHER.memory_cost} KiB, parallelism {HASHER.parallelism}"
+    )
 
 
 # --------------------------------------------------------------------------- big inbox
