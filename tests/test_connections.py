@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import WebSocketException
 
 from testinfra import procs
 from testinfra.server import ServerProcess, running_server
@@ -272,3 +274,32 @@ def _is_server(pid: int) -> bool:
     with contextlib.suppress(OSError):
         return b"uvicorn" in Path(f"/proc/{pid}/cmdline").read_bytes()
     return False
+
+
+async def test_a_websocket_holds_its_slot_until_it_closes(tmp_path: Path) -> None:
+    """An upgraded connection counts against the per-address cap while open and gives its
+    slot back when it closes (the WebSocket protocol's connection_lost releases it)."""
+
+    async def open_three(url: str) -> list[ClientConnection]:
+        deadline = time.monotonic() + WAIT
+        while True:  # the server may still be releasing the previous round's slots
+            sockets: list[ClientConnection] = []
+            try:
+                for _ in range(3):
+                    sockets.append(await connect(url))
+                return sockets
+            except (OSError, WebSocketException):
+                for ws in sockets:
+                    await ws.close()
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+    # Unauthenticated sockets wait up to 5 s for an auth frame: long enough for a round.
+    with serve(tmp_path, CHAT_MAX_CONNECTIONS_PER_ADDRESS="3") as server:
+        for _ in range(2):  # the second round connects only if the first gave its slots back
+            sockets = await open_three(server.ws_url + "/api/v1/stream")
+            async with connections(server, 1) as conns:
+                assert await count_closed(conns, 1) == 1  # over the cap while they are open
+            for ws in sockets:
+                await ws.close()
